@@ -1,0 +1,172 @@
+"""Assigners: the signed ONNX graph through onnxruntime, or the same maths in numpy.
+
+Both compute, for raw feature rows ``x``::
+
+    z = (log1p?(clip(x, lower, upper)) - center) * scale
+    distance_k = sqrt(Σ_j (z_j - c_kj)²)          # a sum of squares: never < 0, never NaN
+    persona = argmin_k distance_k
+    confidence = 1 - d1 / d2                       # d1 <= d2 the two smallest distances
+
+Confidence is the relative margin between the nearest and the runner-up
+centroid: 0 when the two are equally near (a coin flip), approaching 1 at a
+centroid. The onnxruntime session uses one intra-op thread with spinning off
+(an idle device must not burn CPU) and binds preallocated buffers, so a single
+assignment allocates nothing per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ._manifest import AssignerParams
+from .errors import ModelIntegrityError
+
+__all__ = ["Assigner", "NumpyAssigner", "OnnxAssigner", "numpy_assign"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+INPUT_NAME = "features"
+OUTPUT_NAMES = ("persona", "distances", "confidence")
+_TINY = 1e-12
+_CHUNK = 16_384  # rows per block: bounds the (rows, k, d) temporary
+
+
+class Assigner(Protocol):
+    """What the runtime needs from an assigner."""
+
+    backend: str
+
+    def assign_one(self, row: F64) -> tuple[int, float, F64]:
+        """Assign one validated row; return (index, confidence, distances)."""
+        ...
+
+    def assign_many(self, rows: F64) -> tuple[I64, F64, F64]:
+        """Assign validated rows; return (indices, confidences, distances)."""
+        ...
+
+
+def numpy_assign(params: AssignerParams, rows: F64) -> tuple[I64, F64, F64]:
+    """The reference maths in float64 (the trainer's predict and the device fallback).
+
+    Args:
+        params: the manifest's assigner parameters.
+        rows: raw features, shape (n, d), finite.
+
+    Returns:
+        (persona indices, confidences, distances of shape (n, k)).
+    """
+    lower, upper = np.asarray(params.lower), np.asarray(params.upper)
+    mask = np.asarray(params.log1p, dtype=bool)
+    center, scale = np.asarray(params.center), np.asarray(params.scale)
+    centroids = np.asarray(params.centroids)
+    distances = np.empty((len(rows), len(centroids)))
+    for start in range(0, len(rows), _CHUNK):
+        z = np.clip(rows[start:start + _CHUNK], lower, upper)
+        z[:, mask] = np.log1p(z[:, mask])
+        z = (z - center) * scale
+        distances[start:start + _CHUNK] = np.sqrt(
+            ((z[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2))
+    order = np.argsort(distances, axis=1, kind="stable")[:, :2]
+    nearest = np.take_along_axis(distances, order, axis=1)
+    confidence = 1.0 - nearest[:, 0] / np.maximum(nearest[:, 1], _TINY)
+    return order[:, 0].astype(np.int64), np.clip(confidence, 0.0, 1.0), distances
+
+
+class NumpyAssigner:
+    """Pure-numpy assignment from the signed manifest: for devices without onnxruntime."""
+
+    backend = "numpy"
+
+    def __init__(self, params: AssignerParams) -> None:
+        self._params = params
+
+    def assign_one(self, row: F64) -> tuple[int, float, F64]:
+        """Assign one row (see :func:`numpy_assign`)."""
+        index, confidence, distances = numpy_assign(self._params, row[None, :])
+        return int(index[0]), float(confidence[0]), distances[0]
+
+    def assign_many(self, rows: F64) -> tuple[I64, F64, F64]:
+        """Assign many rows (see :func:`numpy_assign`)."""
+        return numpy_assign(self._params, rows)
+
+
+def session_options() -> Any:
+    """onnxruntime options for a device: one thread, no spinning, sequential."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxAssigner:
+    """Runs the verified ONNX graph; single rows go through preallocated I/O bindings."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model_bytes: bytes, width: int, k: int) -> None:
+        """Create the session and check the graph matches the manifest.
+
+        Args:
+            model_bytes: the verified graph.
+            width: number of features the manifest declares.
+            k: number of personas the manifest declares.
+
+        Raises:
+            ModelIntegrityError: onnxruntime rejects the graph or its signature
+                (inputs, outputs, widths) differs from the manifest.
+        """
+        import onnxruntime as ort
+
+        try:
+            self._session = ort.InferenceSession(
+                model_bytes, sess_options=session_options(), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise ModelIntegrityError(f"onnxruntime cannot load the bundle's graph: {exc}") from None
+        self._check_signature(width, k)
+        self._lock = threading.Lock()
+        self._row = np.zeros((1, width), dtype=np.float32)
+        self._index = np.zeros((1,), dtype=np.int64)
+        self._distances = np.zeros((1, k), dtype=np.float32)
+        self._confidence = np.zeros((1,), dtype=np.float32)
+        self._binding = self._session.io_binding()
+        self._binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(self._row))
+        for name, buffer in zip(OUTPUT_NAMES, (self._index, self._distances, self._confidence),
+                                strict=True):
+            self._binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buffer))
+
+    def _check_signature(self, width: int, k: int) -> None:
+        """Refuse a graph whose inputs or outputs do not match what the manifest says."""
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        names = tuple(o.name for o in outputs)
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if (len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(float)"
+                or shape is None or len(shape) != 2 or shape[1] != width
+                or names != OUTPUT_NAMES or outputs[1].shape[1] != k):
+            raise ModelIntegrityError(
+                f"the bundle's graph does not match its manifest (expected input {INPUT_NAME!r}"
+                f" float[N,{width}] and outputs {OUTPUT_NAMES} over {k} personas)")
+
+    def assign_one(self, row: F64) -> tuple[int, float, F64]:
+        """Assign one row through the bound buffers (thread-safe)."""
+        with self._lock:
+            self._row[0] = row
+            self._session.run_with_iobinding(self._binding)
+            return int(self._index[0]), float(self._confidence[0]), self._distances[0].astype(np.float64)
+
+    def assign_many(self, rows: F64) -> tuple[I64, F64, F64]:
+        """Assign many rows in one run."""
+        index, distances, confidence = self._session.run(
+            None, {INPUT_NAME: rows.astype(np.float32)})
+        return (np.asarray(index, dtype=np.int64), np.asarray(confidence, dtype=np.float64),
+                np.asarray(distances, dtype=np.float64))

@@ -1,0 +1,275 @@
+"""The persona runtime: a verified bundle, ready to assign, safely updatable."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from ._assign import Assigner, NumpyAssigner, OnnxAssigner
+from ._bundle import VerifiedBundle, bundle_source, verify_bundle
+from ._fold import FoldPlan
+from ._manifest import Manifest, PersonaCard
+from ._signing import TrustedKeys
+from ._spec import FeatureSpec
+from .errors import InputError, RollbackError
+
+__all__ = ["Assignment", "PersonaRuntime", "load_assigner"]
+
+BundleInput = str | os.PathLike[str] | bytes | Mapping[str, bytes]
+KeyInput = bytes | str | object
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The persona of one feature vector.
+
+    Attributes:
+        persona_id: the persona's stable id (stable across model versions).
+        name: the persona's readable name.
+        index: the persona's index in this model version.
+        confidence: ``1 - d1/d2`` for the nearest and runner-up distances, in [0, 1].
+        distances: Euclidean distance to every centroid, in index order.
+        model_version: the version of the bundle that produced the result.
+        determined: False when confidence is below the spec's threshold; the
+            fields still name the nearest persona.
+    """
+
+    persona_id: str
+    name: str
+    index: int
+    confidence: float
+    distances: tuple[float, ...]
+    model_version: int
+    determined: bool = True
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One verified bundle and its assigner; swapped as a whole on update."""
+
+    manifest: Manifest
+    assigner: Assigner
+    plan: FoldPlan
+    key_id: str
+
+
+def load_assigner(verified: VerifiedBundle, backend: str = "auto") -> Assigner:
+    """Build the assigner for a verified bundle.
+
+    Args:
+        verified: the verified bundle.
+        backend: ``onnxruntime``, ``numpy`` or ``auto`` (onnxruntime when importable).
+
+    Returns:
+        The assigner.
+
+    Raises:
+        InputError: an unknown backend, or ``onnxruntime`` asked for but not installed.
+        ModelIntegrityError: the graph does not load or does not match the manifest.
+    """
+    manifest = verified.manifest
+    if backend not in ("auto", "onnxruntime", "numpy"):
+        raise InputError(f"backend must be 'auto', 'onnxruntime' or 'numpy', got {backend!r}")
+    if backend != "numpy":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if backend == "onnxruntime":
+                raise InputError("backend 'onnxruntime' requested but onnxruntime is not"
+                                 " installed; use backend='numpy'") from None
+            backend = "numpy"
+    if backend == "numpy":
+        return NumpyAssigner(manifest.assigner)
+    return OnnxAssigner(verified.model_bytes, len(manifest.spec.features), len(manifest.personas))
+
+
+class PersonaRuntime:
+    """Assigns personas on the device from a verified, signed bundle.
+
+    Thread-safety: every method may be called from any thread. ``update``
+    swaps the whole model at once, so a concurrent ``assign`` gets a result
+    wholly from the old or wholly from the new version.
+    """
+
+    def __init__(self, loaded: _Loaded, trusted: TrustedKeys, backend: str) -> None:
+        """Use :meth:`open`; this constructor takes already-verified parts."""
+        self._loaded = loaded
+        self._trusted = trusted
+        self._backend = backend
+        self._update_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, bundle: BundleInput, *, trusted_keys: Iterable[KeyInput],
+             now: datetime | None = None, min_version: int = 0,
+             backend: str = "auto") -> PersonaRuntime:
+        """Verify a bundle and get ready to assign.
+
+        Args:
+            bundle: a bundle directory, ``.zip`` path, archive bytes or name → bytes.
+            trusted_keys: public keys accepted as signers (PEM, raw or hex).
+            now: the current time for the expiry check (default: the system clock).
+            min_version: refuse versions below this (the version the device trusts).
+            backend: ``auto``, ``onnxruntime`` or ``numpy``.
+
+        Returns:
+            The runtime.
+
+        Raises:
+            ModelIntegrityError: the bundle failed verification (subclasses say why).
+            SchemaError: the signed manifest is malformed.
+            InputError: bad arguments.
+        """
+        trusted = TrustedKeys(trusted_keys)  # type: ignore[arg-type]
+        loaded = _load(bundle, trusted, now, min_version, backend)
+        return cls(loaded, trusted, backend)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The active bundle's manifest."""
+        return self._loaded.manifest
+
+    @property
+    def version(self) -> int:
+        """The active bundle's version."""
+        return self._loaded.manifest.version
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The feature spec the active model expects."""
+        return self._loaded.manifest.spec
+
+    @property
+    def personas(self) -> tuple[PersonaCard, ...]:
+        """The active model's persona cards, in index order."""
+        return self._loaded.manifest.personas
+
+    @property
+    def backend(self) -> str:
+        """``onnxruntime`` or ``numpy``: what actually assigns."""
+        return self._loaded.assigner.backend
+
+    @property
+    def fold_plan(self) -> FoldPlan:
+        """The active spec compiled for folding events."""
+        return self._loaded.plan
+
+    def assign(self, features: Sequence[float] | npt.ArrayLike | Mapping[str, float]) -> Assignment:
+        """Assign the persona of one raw feature vector.
+
+        Args:
+            features: one value per spec feature, in spec order, or a mapping
+                from feature name to value. Values are clipped to the spec's bounds.
+
+        Returns:
+            The assignment.
+
+        Raises:
+            InputError: wrong length, a missing name, or a NaN/inf value.
+        """
+        loaded = self._loaded
+        row = _as_row(features, loaded.manifest.spec)
+        index, confidence, distances = loaded.assigner.assign_one(row)
+        return _result(loaded.manifest, index, confidence, distances)
+
+    def assign_many(self, rows: npt.ArrayLike) -> list[Assignment]:
+        """Assign many raw feature rows at once.
+
+        Args:
+            rows: shape (n, number of features).
+
+        Returns:
+            One assignment per row.
+
+        Raises:
+            InputError: wrong shape or a NaN/inf value.
+        """
+        loaded = self._loaded
+        matrix = _as_matrix(rows, len(loaded.manifest.spec.features))
+        indices, confidences, distances = loaded.assigner.assign_many(matrix)
+        return [_result(loaded.manifest, int(i), float(c), d)
+                for i, c, d in zip(indices, confidences, distances, strict=True)]
+
+    def update(self, bundle: BundleInput, *, now: datetime | None = None) -> int:
+        """Verify a newer bundle and switch to it atomically.
+
+        Args:
+            bundle: the new bundle (any form :meth:`open` takes).
+            now: the current time for the expiry check.
+
+        Returns:
+            The now-active version.
+
+        Raises:
+            RollbackError: the version is not newer than the active one.
+            ModelIntegrityError: the bundle failed verification.
+            SchemaError: the signed manifest is malformed.
+
+        On any error the current bundle stays active.
+        """
+        with self._update_lock:
+            current = self._loaded.manifest.version
+            loaded = _load(bundle, self._trusted, now, current + 1, self._backend)
+            if loaded.manifest.model_id != self._loaded.manifest.model_id:
+                raise RollbackError(
+                    f"bundle is for model {loaded.manifest.model_id!r}, not the active"
+                    f" {self._loaded.manifest.model_id!r}")
+            self._loaded = loaded
+            return loaded.manifest.version
+
+
+def _load(bundle: BundleInput, trusted: TrustedKeys, now: datetime | None,
+          min_version: int, backend: str) -> _Loaded:
+    """Verify, then build the assigner and fold plan."""
+    verified = verify_bundle(bundle_source(bundle), trusted,
+                             now=now or datetime.now(UTC), min_version=min_version)
+    assigner = load_assigner(verified, backend)
+    return _Loaded(verified.manifest, assigner, FoldPlan.from_spec(verified.manifest.spec),
+                   verified.key_id)
+
+
+def _as_row(features: object, spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """Validate one feature vector into a float64 row."""
+    if isinstance(features, Mapping):
+        missing = [n for n in spec.names if n not in features]
+        if missing:
+            raise InputError(f"features are missing {missing}; expected all of {list(spec.names)}")
+        features = [features[n] for n in spec.names]
+    try:
+        row = np.asarray(features, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"features must be {len(spec.features)} numbers, got {type(features).__name__}") from None
+    if row.shape != (len(spec.features),):
+        raise InputError(f"expected {len(spec.features)} features {list(spec.names)},"
+                         f" got shape {row.shape}")
+    if not np.isfinite(row).all():
+        bad = [spec.names[i] for i in np.flatnonzero(~np.isfinite(row))]
+        raise InputError(f"features must be finite; NaN or inf in {bad}")
+    return row
+
+
+def _as_matrix(rows: npt.ArrayLike, width: int) -> npt.NDArray[np.float64]:
+    """Validate a batch of feature vectors into a float64 matrix."""
+    try:
+        matrix = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"rows must be numbers of shape (n, {width})") from None
+    if matrix.ndim != 2 or matrix.shape[1] != width:
+        raise InputError(f"rows must have shape (n, {width}), got {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise InputError(f"rows must be finite; {int((~np.isfinite(matrix)).sum())} NaN/inf values")
+    return matrix
+
+
+def _result(manifest: Manifest, index: int, confidence: float,
+            distances: npt.NDArray[np.float64]) -> Assignment:
+    """Package one assigner output with its persona card."""
+    card = manifest.personas[index]
+    return Assignment(card.id, card.name, index, confidence, tuple(distances.tolist()),
+                      manifest.version, confidence >= manifest.spec.min_confidence)

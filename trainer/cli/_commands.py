@@ -1,0 +1,199 @@
+"""The handlers behind each ``edgepersona`` command (quickstart lives beside them)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from datetime import UTC
+from pathlib import Path
+
+import numpy as np
+
+from edgepersona.sdk import Assignment, FeatureSpec, InputError, PersonaRuntime, load_spec_json
+
+from ._render import console, print_assignments, print_cards, print_json, progress_steps
+
+__all__ = ["assign", "inspect", "keys_generate", "spec_suggest", "train", "verify"]
+
+
+def _open(args: argparse.Namespace) -> PersonaRuntime:
+    """Open and verify the bundle named on the command line."""
+    keys = [Path(k).read_bytes() for k in args.trusted_key]
+    return PersonaRuntime.open(args.bundle, trusted_keys=keys,
+                               backend=getattr(args, "backend", "auto"))
+
+
+def _time(text: str | None) -> float | None:
+    """Parse --at (ISO 8601 or unix seconds)."""
+    if text is None:
+        return None
+    from edgepersona.trainer.events import _parse_time
+
+    value = _parse_time(text)
+    if not math.isfinite(value):
+        raise InputError(f"--at must be ISO 8601 or unix seconds, got {text!r}")
+    return value
+
+
+def _columns(args: argparse.Namespace) -> object:
+    """The event log column names from the --*-col options."""
+    from edgepersona.trainer.events import Columns
+
+    return Columns(args.user_col, args.time_col, args.event_col, args.value_col)
+
+
+def keys_generate(args: argparse.Namespace) -> int:
+    """``edgepersona keys generate``: a signing or collector key pair."""
+    out = Path(args.out)
+    if args.kind == "collector":
+        from edgepersona.trainer.keys import generate_collector_key
+
+        private, public = generate_collector_key(out)
+        console.print(f"collector key: {private} (keep it on the collector)\npublic: {public}"
+                      " (configure devices with it)")
+        return 0
+    from edgepersona.trainer.keys import generate_signing_key
+
+    private, public, kid = generate_signing_key(out)
+    console.print(f"signing key {kid}\n  private: {private} (mode 0600, never ship it)\n"
+                  f"  public:  {public} (give it to devices as --trusted-key)")
+    return 0
+
+
+def spec_suggest(args: argparse.Namespace) -> int:
+    """``edgepersona spec suggest``: propose a spec from data."""
+    spec = _suggest(Path(args.data), args, table=args.table)
+    text = spec.to_json()
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {len(spec.features)} features to {args.out};"
+                      " bounds are data-derived: review and declare them before release")
+    else:
+        print(text)
+    return 0
+
+
+def _suggest(path: Path, args: argparse.Namespace, *, table: bool) -> FeatureSpec:
+    """Suggest a spec for an event log or an aggregated table."""
+    if table:
+        from edgepersona.trainer.events import _parse_number, _read_table
+        from edgepersona.trainer.suggest import suggest_table_spec
+
+        raw = _read_table(path)
+        numeric = {}
+        for name, cells in raw.items():
+            values = np.array([_parse_number(c) for c in cells])
+            if name != args.user_col and np.isfinite(values).all():
+                numeric[name] = values
+        return suggest_table_spec(numeric)
+    from edgepersona.trainer.events import read_event_log
+    from edgepersona.trainer.suggest import suggest_spec
+
+    return suggest_spec(read_event_log(path, _columns(args)))  # type: ignore[arg-type]
+
+
+def train(args: argparse.Namespace) -> int:
+    """``edgepersona train``: fit, sign and export a bundle."""
+    from edgepersona.trainer.events import read_event_log, read_feature_table
+    from edgepersona.trainer.export import write_bundle, zip_bundle
+    from edgepersona.trainer.features import compute_features
+    from edgepersona.trainer.keys import load_signing_key
+    from edgepersona.trainer.train import TrainOptions, train_bundle
+
+    key = load_signing_key(Path(args.key))
+    data = Path(args.events or args.table)
+    with progress_steps("training") as step:
+        if args.spec:
+            spec = load_spec_json(Path(args.spec).read_text(encoding="utf-8"))
+        else:
+            spec = _suggest(data, args, table=bool(args.table))
+            step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
+                 " data-derived bounds; see `edgepersona spec suggest`)")
+        if args.events:
+            log = read_event_log(data, _columns(args))  # type: ignore[arg-type]
+            rows, bad, users = compute_features(log, spec, _time(args.at)), log.bad_rows, log.n_users
+        else:
+            table = read_feature_table(data, spec)
+            rows, bad, users = table.values, table.bad_rows, len(table.values)
+        step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
+             + (f" ({dict(bad)})" if bad else ""))
+        k_low, k_high = (int(x) for x in args.k_range.split(","))
+        options = TrainOptions(model_id=args.model_id, version=args.version,
+                               k="auto" if args.k == "auto" else int(args.k),
+                               k_range=(k_low, k_high), k_min=args.k_min,
+                               min_share=args.min_share, seed=args.seed,
+                               expires_days=args.expires_days)
+        result = train_bundle(rows, spec, key, options, lineage={"source": data.name,
+                              "users": users}, bad_rows=bad, progress=step)
+    out = write_bundle(Path(args.out), result.files, overwrite=args.force)
+    if args.zip:
+        zip_bundle(result.files, out.with_suffix(".zip"))
+    print_cards(result.manifest)
+    console.print(f"bundle written to {out}")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """``edgepersona verify``: check signature, hashes and expiry."""
+    runtime = _open(args)
+    manifest = runtime.manifest
+    console.print(f"OK: {manifest.model_id} v{manifest.version}, signed by a trusted key,"
+                  f" {len(manifest.files)} file(s) match their digests, expires"
+                  f" {manifest.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """``edgepersona inspect``: persona cards of a verified bundle."""
+    manifest = _open(args).manifest
+    if args.json:
+        print_json({"model_id": manifest.model_id, "version": manifest.version,
+                    "metrics": manifest.metrics.model_dump(mode="json"),
+                    "privacy": manifest.privacy.model_dump(mode="json"),
+                    "personas": [c.model_dump(mode="json") for c in manifest.personas]})
+    else:
+        print_cards(manifest)
+    return 0
+
+
+def assign(args: argparse.Namespace) -> int:
+    """``edgepersona assign``: one persona per user, from features or folded events."""
+    runtime = _open(args)
+    if args.features:
+        from edgepersona.trainer.events import read_feature_table
+
+        table = read_feature_table(Path(args.features), runtime.spec,
+                                   args.user_col if _has_column(args) else None)
+        labels, results = table.user_keys, runtime.assign_many(table.values)
+    else:
+        labels, results = _assign_events(runtime, Path(args.events), args)
+    if args.json:
+        print_json([{"user": u, **_as_dict(r)} for u, r in zip(labels, results, strict=True)])
+    else:
+        print_assignments(labels, results)
+    return 0
+
+
+def _has_column(args: argparse.Namespace) -> bool:
+    """Whether the features table has the user column (it is optional there)."""
+    from edgepersona.trainer.events import _read_table
+
+    return args.user_col in _read_table(Path(args.features))
+
+
+def _assign_events(runtime: PersonaRuntime, path: Path, args: argparse.Namespace
+                   ) -> tuple[list[str], list[Assignment]]:
+    """Fold each user's events one at a time, as the device does, then assign."""
+    from edgepersona.trainer.events import read_event_log
+    from edgepersona.trainer.replay import replay_on_device
+
+    log = read_event_log(path, _columns(args))  # type: ignore[arg-type]
+    rows = replay_on_device(runtime.fold_plan, log, _time(args.at))
+    return log.user_keys, runtime.assign_many(rows)
+
+
+def _as_dict(result: Assignment) -> dict[str, object]:
+    """An assignment as JSON-ready data."""
+    return {"persona_id": result.persona_id, "name": result.name, "index": result.index,
+            "confidence": result.confidence, "distances": list(result.distances),
+            "model_version": result.model_version, "determined": result.determined}

@@ -1,0 +1,103 @@
+"""Argument parsing for every ``edgepersona`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import _commands, _quickstart
+
+__all__ = ["build_parser"]
+
+
+def _columns(parser: argparse.ArgumentParser) -> None:
+    """Options that rename the event log's columns."""
+    parser.add_argument("--user-col", default="user_id", help="user id column (default: user_id)")
+    parser.add_argument("--time-col", default="timestamp", help="time column (default: timestamp)")
+    parser.add_argument("--event-col", default="event", help="event name column (default: event)")
+    parser.add_argument("--value-col", default="value", help="numeric value column (default: value)")
+
+
+def _trusted(parser: argparse.ArgumentParser) -> None:
+    """The trusted-key option shared by everything that opens a bundle."""
+    parser.add_argument("--trusted-key", action="append", required=True, metavar="PUBKEY",
+                        help="public key file (PEM) to accept signatures from; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``edgepersona`` argument parser.
+
+    Returns:
+        The parser; each sub-command sets ``handler``.
+    """
+    root = argparse.ArgumentParser(prog="edgepersona", description=(
+        "Privacy-first personas: train on the server, assign on the device."))
+    root.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = root.add_subparsers(metavar="COMMAND")
+
+    keys = sub.add_parser("keys", help="manage keys").add_subparsers(metavar="ACTION")
+    gen = keys.add_parser("generate", help="create a key pair in a folder")
+    gen.add_argument("--out", required=True, help="folder for the key files")
+    gen.add_argument("--kind", choices=["signing", "collector"], default="signing",
+                     help="signing: Ed25519 bundle key; collector: HPKE sync key")
+    gen.set_defaults(handler=_commands.keys_generate)
+
+    spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION")
+    suggest = spec.add_parser("suggest", help="propose a spec from an event log or table")
+    suggest.add_argument("data", help="event log (CSV/Parquet)")
+    suggest.add_argument("--table", action="store_true", help="DATA is an aggregated table")
+    suggest.add_argument("--out", help="write the spec here instead of printing it")
+    _columns(suggest)
+    suggest.set_defaults(handler=_commands.spec_suggest)
+
+    train = sub.add_parser("train", help="fit personas and export a signed bundle")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", help="event log (CSV/Parquet)")
+    source.add_argument("--table", help="aggregated table, one row per user")
+    train.add_argument("--spec", help="feature spec JSON (default: suggested from the data)")
+    train.add_argument("--key", required=True, help="signing key file or folder")
+    train.add_argument("--out", required=True, help="bundle folder to create")
+    train.add_argument("--zip", action="store_true", help="also write OUT.zip")
+    train.add_argument("--force", action="store_true", help="replace an existing OUT")
+    train.add_argument("--k", default="auto", help="number of personas or 'auto' (default)")
+    train.add_argument("--k-range", default="3,8", help="candidates for auto k (default 3,8)")
+    train.add_argument("--k-min", type=int, default=10, help="fewest users per persona (10)")
+    train.add_argument("--min-share", type=float, default=0.02,
+                       help="auto k: smallest persona share allowed (0.02)")
+    train.add_argument("--seed", type=int, help="random seed for reproducible fits")
+    train.add_argument("--model-id", default="personas", help="model name (default: personas)")
+    train.add_argument("--version", type=int, default=1, help="bundle version (default: 1)")
+    train.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
+    train.add_argument("--at", help="reference time for event logs (ISO 8601 or unix seconds)")
+    _columns(train)
+    train.set_defaults(handler=_commands.train)
+
+    verify = sub.add_parser("verify", help="verify a bundle's signature, hashes and expiry")
+    verify.add_argument("bundle", help="bundle folder or .zip")
+    _trusted(verify)
+    verify.set_defaults(handler=_commands.verify)
+
+    inspect = sub.add_parser("inspect", help="show a verified bundle's persona cards")
+    inspect.add_argument("bundle", help="bundle folder or .zip")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    _trusted(inspect)
+    inspect.set_defaults(handler=_commands.inspect)
+
+    assign = sub.add_parser("assign", help="assign personas to users")
+    assign.add_argument("bundle", help="bundle folder or .zip")
+    given = assign.add_mutually_exclusive_group(required=True)
+    given.add_argument("--features", help="table with one column per spec feature")
+    given.add_argument("--events", help="event log; each user's events are folded as on a device")
+    assign.add_argument("--at", help="reference time for --events (default: last event)")
+    assign.add_argument("--backend", choices=["auto", "onnxruntime", "numpy"], default="auto")
+    assign.add_argument("--json", action="store_true", help="machine-readable output")
+    _trusted(assign)
+    _columns(assign)
+    assign.set_defaults(handler=_commands.assign)
+
+    quick = sub.add_parser("quickstart", help="train, sign, verify and assign on bundled data")
+    quick.add_argument("--dir", help="work folder (default: a new temporary folder)")
+    quick.add_argument("--k", default="auto", help="number of personas or 'auto'")
+    quick.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    quick.add_argument("--show", type=int, default=12, help="held-back users to list (12)")
+    quick.set_defaults(handler=_quickstart.quickstart)
+    return root
