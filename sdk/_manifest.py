@@ -147,7 +147,7 @@ class Manifest(BaseModel):
 
     model_config = _FROZEN
 
-    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     version: int = Field(ge=1)
     created_at: AwareDatetime

@@ -212,7 +212,7 @@ class FeatureSpec(BaseModel):
 
     model_config = _FROZEN
 
-    schema_version: Literal[1] = SPEC_SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     features: tuple[Feature, ...] = Field(min_length=1, max_length=256)
     distinct_cap: int = Field(default=256, ge=1, le=10_000)
     min_events: int = Field(default=1, ge=0)

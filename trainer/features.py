@@ -85,10 +85,10 @@ def _feature_column(log: EventLog, feature: Feature, mask: npt.NDArray[np.bool_]
         values = _numeric(raw[mask] if raw is not None else None, len(times))
         present = np.isfinite(values)
         users, weights, values = users[present], weights[present], values[present]
-    count = np.bincount(users, weights=weights, minlength=n)
+    count = np.bincount(users, weights=weights, minlength=n).astype(np.float64)
     if feature.aggregate == "count":
         return count
-    total = np.bincount(users, weights=weights * values, minlength=n)
+    total = np.bincount(users, weights=weights * values, minlength=n).astype(np.float64)
     if feature.aggregate == "sum":
         return total
     return np.divide(total, count, out=np.zeros(n), where=count > 0)
@@ -141,4 +141,5 @@ def _distinct(feature: Feature, users: npt.NDArray[np.int64], times: F64,
     keep = rank < cap
     if feature.window.kind == "all_time":
         return np.bincount(u[keep], minlength=n).astype(np.float64)
-    return np.bincount(u[keep], weights=_kernel(feature, reference - t[keep]), minlength=n)
+    weights = _kernel(feature, reference - t[keep])
+    return np.bincount(u[keep], weights=weights, minlength=n).astype(np.float64)

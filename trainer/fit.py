@@ -236,7 +236,7 @@ def _nearest(z: F64, centroids: F64) -> npt.NDArray[np.int64]:
     """Index of the nearest centroid for each row."""
     # |z|^2 is the same for every centroid, so it does not change the argmin.
     scores = (centroids**2).sum(axis=1)[None, :] - 2.0 * (z @ centroids.T)
-    return np.argmin(scores, axis=1).astype(np.int64)
+    return np.asarray(np.argmin(scores, axis=1), dtype=np.int64)
 
 
 def _sample(n: int, size: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:

@@ -58,7 +58,7 @@ def quickstart(args: argparse.Namespace) -> int:
     spec = load_spec_json(_dataset("retail_spec.json").read_text(encoding="utf-8"))
     rng = np.random.default_rng(args.seed)
     users = rng.permutation(log.n_users)
-    n_hold = max(1, int(round(HOLDOUT_SHARE * log.n_users)))
+    n_hold = max(1, round(HOLDOUT_SHARE * log.n_users))
     held, kept = np.sort(users[:n_hold]), np.sort(users[n_hold:])
     reference = float(log.time.max())
     console.print(f"data: UCI Online Retail (CC BY 4.0), {len(log.time):,} events of"
