@@ -3,10 +3,15 @@
 The package root exports the safe recipes only; underscore modules are private.
 """
 
+from ._client import ClientOptions, PersonaClient, TrackedEvent
+from ._explain import Reason
 from ._fold import FoldPlan, FoldState
 from ._manifest import Manifest, PersonaCard
+from ._pseudonym import Pseudonym, Pseudonymizer, SecretProvider
 from ._runtime import Assignment, PersonaRuntime
+from ._seal import Contribution, Opener, SealConfig, Sealer, SealSuite, day_bucket
 from ._spec import Feature, FeatureSpec, Window, load_spec_json
+from ._store import EncryptedStore, FileKeyProvider, KeyProvider, MemoryKeyProvider
 from .errors import (
     BudgetExceededError,
     BundleExpiredError,
@@ -28,24 +33,41 @@ __all__ = [
     "Assignment",
     "BudgetExceededError",
     "BundleExpiredError",
+    "ClientOptions",
+    "Contribution",
+    "EncryptedStore",
     "Feature",
     "FeatureSpec",
+    "FileKeyProvider",
     "FoldPlan",
     "FoldState",
     "InputError",
     "InvalidEnvelope",
+    "KeyProvider",
     "Manifest",
+    "MemoryKeyProvider",
     "ModelIntegrityError",
     "NotFittedError",
+    "Opener",
     "PersonaCard",
+    "PersonaClient",
     "PersonaError",
     "PersonaRuntime",
+    "Pseudonym",
+    "Pseudonymizer",
+    "Reason",
     "RollbackError",
     "SchemaError",
+    "SealConfig",
+    "SealSuite",
+    "Sealer",
+    "SecretProvider",
     "StoreCorruptError",
     "StoreError",
+    "TrackedEvent",
     "UntrustedKeyError",
     "Window",
     "__version__",
+    "day_bucket",
     "load_spec_json",
 ]

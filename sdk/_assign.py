@@ -95,7 +95,7 @@ class NumpyAssigner:
 
 
 def session_options() -> Any:
-    """onnxruntime options for a device: one thread, no spinning, sequential."""
+    """Onnxruntime options for a device: one thread, no spinning, sequential."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

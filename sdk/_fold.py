@@ -22,6 +22,8 @@ Rules for time:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._spec import SECONDS_PER_DAY, Feature, FeatureSpec
-from .errors import InputError
+from .errors import InputError, StoreCorruptError
 
 __all__ = ["FoldPlan", "FoldState", "PropertyValue", "check_event", "decay_rate", "distinct_key"]
 
@@ -110,6 +112,11 @@ class FoldPlan:
         return cls(spec, tuple(rates), tuple(mixes), tuple(slots),
                    {k: tuple(v) + any_event for k, v in by_event.items()}, any_event, n_distinct)
 
+    @property
+    def spec_id(self) -> str:
+        """A short digest of the spec: folded state is only valid under the same spec."""
+        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:16]
+
     def new_state(self) -> FoldState:
         """A fresh, empty state for one subject.
 
@@ -145,6 +152,50 @@ class FoldState:
     events: int = 0
     ignored: int = 0
     latest: float = field(default=-math.inf)
+
+    def to_bytes(self) -> bytes:
+        """Serialise for the encrypted store (JSON; -inf marks "never").
+
+        Returns:
+            The state's bytes, tagged with the spec digest.
+        """
+        body = {"format": 1, "spec": self.plan.spec_id, "values": self.values,
+                "anchors": self.anchors, "last": self.last, "events": self.events,
+                "ignored": self.ignored, "latest": self.latest,
+                "seen": [sorted(([k, t] for k, t in seen.items()), key=str) for seen in self.seen]}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, plan: FoldPlan, raw: bytes) -> FoldState | None:
+        """Restore a state written by :meth:`to_bytes`.
+
+        Args:
+            plan: the active plan.
+            raw: the stored bytes.
+
+        Returns:
+            The state, or None if it was folded under another spec (it cannot be
+            converted: raw events are not kept).
+
+        Raises:
+            StoreCorruptError: the bytes are not a state this SDK wrote.
+        """
+        try:
+            body = json.loads(raw)
+            if body["spec"] != plan.spec_id:
+                return None
+            n_acc, n_feat = len(plan.rates), len(plan.slots)
+            values, anchors, last = (list(map(float, body[k])) for k in ("values", "anchors", "last"))
+            seen = [{(k if isinstance(k, str) else int(k)): float(t) for k, t in pairs}
+                    for pairs in body["seen"]]
+            if (body["format"] != 1 or len(values) != n_acc or len(anchors) != n_acc
+                    or len(last) != n_feat or len(seen) != plan.distinct_count):
+                raise ValueError("shape")
+            return cls(plan, values, anchors, seen, last, int(body["events"]),
+                       int(body["ignored"]), float(body["latest"]))
+        except (ValueError, KeyError, TypeError):
+            raise StoreCorruptError(
+                "a stored feature state is unreadable; forget the subject or reset the store") from None
 
     def fold(self, event: str, at: float, props: Mapping[str, PropertyValue]) -> bool:
         """Fold one validated event; see :meth:`edgepersona.sdk.PersonaRuntime.track`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from ._assign import Assigner, NumpyAssigner, OnnxAssigner
 from ._bundle import VerifiedBundle, bundle_source, verify_bundle
+from ._explain import Reason, explain_margin
 from ._fold import FoldPlan
 from ._manifest import Manifest, PersonaCard
 from ._signing import TrustedKeys
@@ -36,8 +37,11 @@ class Assignment:
         confidence: ``1 - d1/d2`` for the nearest and runner-up distances, in [0, 1].
         distances: Euclidean distance to every centroid, in index order.
         model_version: the version of the bundle that produced the result.
-        determined: False when confidence is below the spec's threshold; the
-            fields still name the nearest persona.
+        determined: False when there is too little evidence (confidence below
+            the spec's ``min_confidence``, or fewer folded events than its
+            ``min_events``); the other fields still name the nearest persona.
+        reasons: with ``explain=True``, the features that most favour this
+            persona over the runner-up, in plain words.
     """
 
     persona_id: str
@@ -47,6 +51,7 @@ class Assignment:
     distances: tuple[float, ...]
     model_version: int
     determined: bool = True
+    reasons: tuple[Reason, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,12 +164,14 @@ class PersonaRuntime:
         """The active spec compiled for folding events."""
         return self._loaded.plan
 
-    def assign(self, features: Sequence[float] | npt.ArrayLike | Mapping[str, float]) -> Assignment:
+    def assign(self, features: Sequence[float] | npt.ArrayLike | Mapping[str, float], *,
+               explain: bool = False) -> Assignment:
         """Assign the persona of one raw feature vector.
 
         Args:
             features: one value per spec feature, in spec order, or a mapping
                 from feature name to value. Values are clipped to the spec's bounds.
+            explain: also compute the reasons for the choice (a few µs more).
 
         Returns:
             The assignment.
@@ -175,7 +182,11 @@ class PersonaRuntime:
         loaded = self._loaded
         row = _as_row(features, loaded.manifest.spec)
         index, confidence, distances = loaded.assigner.assign_one(row)
-        return _result(loaded.manifest, index, confidence, distances)
+        result = _result(loaded.manifest, index, confidence, distances)
+        if explain:
+            runner_up = int(np.argsort(distances, kind="stable")[1])
+            result = replace(result, reasons=explain_margin(loaded.manifest, row, index, runner_up))
+        return result
 
     def assign_many(self, rows: npt.ArrayLike) -> list[Assignment]:
         """Assign many raw feature rows at once.

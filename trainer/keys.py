@@ -11,7 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgepersona.sdk import InputError
 from edgepersona.sdk._signing import key_id
 
-__all__ = ["PRIVATE_NAME", "PUBLIC_NAME", "generate_signing_key", "load_signing_key"]
+__all__ = [
+    "PRIVATE_NAME",
+    "PUBLIC_NAME",
+    "generate_collector_key",
+    "generate_signing_key",
+    "load_signing_key",
+]
 
 PRIVATE_NAME = "signing_key.pem"
 PUBLIC_NAME = "signing_key.pub.pem"
@@ -75,3 +81,33 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise InputError(f"{path} is not an Ed25519 private key")
     return key
+
+
+COLLECTOR_PRIVATE_NAME = "collector_key.pem"
+COLLECTOR_PUBLIC_NAME = "collector_key.pub.pem"
+
+
+def generate_collector_key(out: Path, *, hybrid: bool = False) -> tuple[Path, Path]:
+    """Create the collector's HPKE key pair for sealed sync envelopes.
+
+    Args:
+        out: the folder (created if missing); existing keys are never overwritten.
+        hybrid: use the post-quantum hybrid ML-KEM-768 + X25519 suite.
+
+    Returns:
+        (private key path, public key path).
+
+    Raises:
+        InputError: a collector key already exists there.
+    """
+    from edgepersona.sdk._seal import SealSuite, generate_collector_keypair
+
+    out.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = out / COLLECTOR_PRIVATE_NAME, out / COLLECTOR_PUBLIC_NAME
+    if private_path.exists() or public_path.exists():
+        raise InputError(f"{out} already holds a collector key; choose another --out folder")
+    suite = SealSuite.MLKEM768_X25519 if hybrid else SealSuite.X25519
+    private, public = generate_collector_keypair(suite)
+    _write_private(private_path, private)
+    public_path.write_bytes(public)
+    return private_path, public_path

@@ -48,7 +48,7 @@ def keys_generate(args: argparse.Namespace) -> int:
     if args.kind == "collector":
         from edgepersona.trainer.keys import generate_collector_key
 
-        private, public = generate_collector_key(out)
+        private, public = generate_collector_key(out, hybrid=args.hybrid)
         console.print(f"collector key: {private} (keep it on the collector)\npublic: {public}"
                       " (configure devices with it)")
         return 0

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="folder for the key files")
     gen.add_argument("--kind", choices=["signing", "collector"], default="signing",
                      help="signing: Ed25519 bundle key; collector: HPKE sync key")
+    gen.add_argument("--hybrid", action="store_true",
+                     help="collector key for the post-quantum ML-KEM-768 + X25519 suite")
     gen.set_defaults(handler=_commands.keys_generate)
 
     spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION")

@@ -1,0 +1,352 @@
+"""The on-device client: events in, personas out, state encrypted at rest.
+
+:class:`PersonaClient` joins a verified :class:`PersonaRuntime`, an
+:class:`EncryptedStore` and a :class:`Pseudonymizer`. An app uses it for its
+one user (the default subject ``"me"``); an edge gateway uses the same class
+for many subjects, whose states are loaded lazily and cached (LRU).
+
+Durability: ``track`` returns only after the subject's new state is committed
+to the store (one SQLite transaction), so an acknowledged event survives a
+crash; ``track_many`` commits a whole batch in one transaction. If the commit
+fails, the in-memory state is dropped and the committed one is reloaded.
+
+Rules for time: an event more than ``max_future_seconds`` after the clock is
+refused (:class:`InputError`, nothing folded); older events are folded exactly
+(see :mod:`edgepersona.sdk._fold`). ``assign`` evaluates at the clock, or at
+the subject's latest event if the clock is behind it.
+
+Thread-safety: every public method may be called from any thread; one lock
+serialises state changes, assignment of a cached state is done under it too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Literal, Self
+
+from ._fold import FoldState, PropertyValue, check_event
+from ._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
+from ._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
+from ._store import EncryptedStore, KeyProvider
+from .errors import InputError, StoreCorruptError
+
+__all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
+
+_GLOBAL = EncryptedStore.GLOBAL
+_STATE = "fold_state"
+_TRUSTED = "trusted_version"
+_SECRET = "pseudonym_secret"  # noqa: S105 - a record name, not a secret
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the client treats input and caches state.
+
+    Attributes:
+        max_future_seconds: events later than clock + this are refused.
+        unknown_events: ``ignore`` (count them) or ``reject`` (InputError).
+        pseudonym_period_days: pseudonym rotation period.
+        cache_subjects: how many subject states stay in memory.
+        backend: ``auto``, ``onnxruntime`` or ``numpy``.
+    """
+
+    max_future_seconds: float = 300.0  # seconds
+    unknown_events: Literal["ignore", "reject"] = "ignore"
+    pseudonym_period_days: float = 30.0  # days
+    cache_subjects: int = 4096
+    backend: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedEvent:
+    """One event for :meth:`PersonaClient.track_many`."""
+
+    subject: str
+    event: str
+    value: float | None = None
+    at: float | None = None
+    properties: Mapping[str, PropertyValue] | None = None
+
+
+class PersonaClient:
+    """Track events and assign personas for one or many subjects on a device."""
+
+    def __init__(self, runtime: PersonaRuntime, store: EncryptedStore, pseudonyms: Pseudonymizer,
+                 options: ClientOptions, clock: Callable[[], float]) -> None:
+        """Use :meth:`open`."""
+        self._runtime = runtime
+        self._store = store
+        self._pseudonyms = pseudonyms
+        self._options = options
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[str, FoldState] = OrderedDict()
+        self.ignored_events = 0
+
+    @classmethod
+    def open(cls, bundle: BundleInput, *, trusted_keys: Iterable[KeyInput],
+             store: str | os.PathLike[str], key_provider: KeyProvider,
+             options: ClientOptions | None = None,
+             clock: Callable[[], float] = time.time) -> Self:
+        """Open the store, verify the bundle against the trusted version, get ready.
+
+        Args:
+            bundle: the bundle to run (folder, ``.zip``, bytes or mapping).
+            trusted_keys: public keys accepted as bundle signers.
+            store: path of the encrypted store file (its folder must exist).
+            key_provider: where the store's master key lives (the app keystore).
+            options: input rules and cache size.
+            clock: unix seconds now (tests pass a fake clock).
+
+        Returns:
+            The client.
+
+        Raises:
+            RollbackError: the bundle is older than the version this device trusts.
+            ModelIntegrityError: the bundle failed verification.
+            StoreError: the store cannot be opened (see its message for recovery).
+        """
+        opts = options or ClientOptions()
+        db = EncryptedStore.open(store, key_provider)
+        try:
+            trusted = _read_int(db.get(_GLOBAL, _TRUSTED))
+            runtime = PersonaRuntime.open(bundle, trusted_keys=trusted_keys, min_version=trusted,
+                                          backend=opts.backend)
+            if runtime.version > trusted:
+                db.put(_GLOBAL, _TRUSTED, str(runtime.version).encode())
+            secret = db.get(_GLOBAL, _SECRET)
+            if secret is None:
+                secret = secrets.token_bytes(32)
+                db.put(_GLOBAL, _SECRET, secret)
+            period = round(opts.pseudonym_period_days * 86_400)
+            pseudonyms = Pseudonymizer(secret, period_s=period)
+        except BaseException:
+            db.close()
+            raise
+        return cls(runtime, db, pseudonyms, opts, clock)
+
+    @property
+    def runtime(self) -> PersonaRuntime:
+        """The verified model runtime."""
+        return self._runtime
+
+    def track(self, event: str, value: float | None = None, *, subject: str = "me",
+              at: float | None = None, properties: Mapping[str, PropertyValue] | None = None) -> bool:
+        """Fold one event into a subject's state and commit it.
+
+        Args:
+            event: the event name.
+            value: the event's numeric value, if any.
+            subject: whose event it is (``"me"`` in a single-user app).
+            at: unix seconds (default: the clock).
+            properties: named properties the spec may use.
+
+        Returns:
+            True if a feature used the event; False if no feature uses its name.
+
+        Raises:
+            InputError: bad types, NaN/inf, a time too far in the future, or an
+                unknown event with ``unknown_events="reject"``; nothing changed.
+            StoreError: the state could not be committed; nothing changed.
+        """
+        return self.track_many([TrackedEvent(subject, event, value, at, properties)]) == 1
+
+    def track_many(self, events: Iterable[TrackedEvent]) -> int:
+        """Fold a batch of events and commit all touched states in one transaction.
+
+        Args:
+            events: the events; all are validated before any is folded.
+
+        Returns:
+            How many events a feature used.
+
+        Raises:
+            InputError: any event is invalid; nothing changed.
+            StoreError: the batch could not be committed; nothing changed.
+        """
+        now = self._clock()
+        checked = []
+        for e in events:
+            when = self._when(e.at, now)
+            checked.append((e.subject, e.event, when, check_event(e.event, e.value, when, e.properties)))
+        with self._lock:
+            plan = self._runtime.fold_plan
+            for _subject, name, _at, _props in checked:
+                if self._options.unknown_events == "reject" and name not in plan.by_event \
+                        and not plan.any_event:
+                    raise InputError(f"event {name!r} is not in the spec; known:"
+                                     f" {sorted(plan.by_event)}")
+            touched: dict[str, FoldState] = {}
+            used = ignored = 0
+            try:
+                for subject, name, when, props in checked:
+                    state = touched.get(subject) or self._cached(subject)
+                    folded = state.fold(name, when, props)
+                    used, ignored = used + folded, ignored + (not folded)
+                    touched[subject] = state
+                self._store.put_many((s, _STATE, st.to_bytes()) for s, st in touched.items())
+            except BaseException:
+                for subject in touched:  # uncommitted: reload the committed state next time
+                    self._cache.pop(subject, None)
+                raise
+            self.ignored_events += ignored
+            self._trim_cache(touched)
+            return used
+
+    def _when(self, at: float | None, now: float) -> float:
+        """The event time, refusing times too far ahead of the clock."""
+        if at is None:
+            return now
+        if isinstance(at, int | float) and at > now + self._options.max_future_seconds:
+            raise InputError(f"event time {at!r} is more than {self._options.max_future_seconds:g} s"
+                             f" ahead of the clock ({now!r}); check the device clock")
+        return at
+
+    def _trim_cache(self, recent: Mapping[str, FoldState]) -> None:
+        """Mark subjects as recently used and keep the cache within its size."""
+        for subject in recent:
+            self._cache.move_to_end(subject)
+        while len(self._cache) > self._options.cache_subjects:
+            self._cache.popitem(last=False)
+
+    def features(self, *, subject: str = "me", at: float | None = None) -> list[float]:
+        """The subject's raw feature vector (what ``assign`` feeds the model).
+
+        Args:
+            subject: whose features.
+            at: evaluation time (default: the clock, or the latest event if later).
+
+        Returns:
+            One value per spec feature.
+        """
+        with self._lock:
+            state = self._cached(subject)
+            return state.evaluate(self._eval_time(state, at)).tolist()
+
+    def _cached(self, subject: str) -> FoldState:
+        """The subject's live state: cache, then store, then a new one.
+
+        Folding mutates it in place; if the commit then fails, ``track_many``
+        drops it from the cache so the committed state is reloaded.
+        """
+        if not isinstance(subject, str) or not subject:
+            raise InputError(f"subject must be a non-empty str, got {subject!r}")
+        plan = self._runtime.fold_plan
+        state = self._cache.get(subject)
+        if state is None or state.plan is not plan:
+            raw = self._store.get(subject, _STATE)
+            state = (FoldState.from_bytes(plan, raw) if raw is not None else None) or plan.new_state()
+            self._cache[subject] = state
+        return state
+
+    def _eval_time(self, state: FoldState, at: float | None) -> float:
+        """Explicit time, or the clock (never before the latest event)."""
+        return max(self._clock(), state.latest) if at is None else at
+
+    def assign(self, *, subject: str = "me", at: float | None = None,
+               explain: bool = False) -> Assignment:
+        """Assign a subject's persona from its folded events.
+
+        Args:
+            subject: whose persona.
+            at: evaluation time (default: the clock, or the latest event if later).
+            explain: include the reasons for the choice.
+
+        Returns:
+            The assignment; ``determined`` is False while the subject has fewer
+            events than the spec's ``min_events`` or confidence is below
+            ``min_confidence`` (the nearest persona is still named).
+
+        Raises:
+            InputError: ``at`` is before the subject's latest event.
+        """
+        with self._lock:
+            state = self._cached(subject)
+            row = state.evaluate(self._eval_time(state, at))
+            events = state.events
+        result = self._runtime.assign(row, explain=explain)
+        if events < self._runtime.spec.min_events:
+            result = replace(result, determined=False)
+        return result
+
+    def update(self, bundle: BundleInput) -> int:
+        """Verify and switch to a newer bundle; the trusted version is persisted first.
+
+        Args:
+            bundle: the new bundle.
+
+        Returns:
+            The active version.
+
+        Raises:
+            RollbackError: not newer than the trusted version.
+            ModelIntegrityError: failed verification; the old bundle stays active.
+        """
+        with self._lock:
+            version = self._runtime.update(bundle)
+            self._store.put(_GLOBAL, _TRUSTED, str(version).encode())
+            return version
+
+    def pseudonym(self, *, subject: str = "me", domain: PseudonymDomain = "sync",
+                  at: float | None = None) -> Pseudonym:
+        """The subject's keyed pseudonym for a domain and the current epoch.
+
+        Args:
+            subject: the raw subject id (never leaves the device).
+            domain: ``local`` or ``sync``; the two cannot be linked.
+            at: unix seconds (default: the clock) choosing the epoch.
+
+        Returns:
+            The pseudonym with its key id and epoch.
+        """
+        return self._pseudonyms.pseudonym(subject, domain=domain,
+                                          at=self._clock() if at is None else at)
+
+    def subjects(self) -> list[str]:
+        """Subjects with stored state.
+
+        Returns:
+            Their ids.
+        """
+        return self._store.subjects()
+
+    def forget(self, subject: str) -> bool:
+        """Erase a subject irreversibly (crypto-shredding; see the store's notes).
+
+        Args:
+            subject: whose state to erase.
+
+        Returns:
+            True if the subject had state.
+        """
+        with self._lock:
+            self._cache.pop(subject, None)
+            return self._store.forget(subject)
+
+    def close(self) -> None:
+        """Close the store; the client cannot be used afterwards."""
+        with self._lock:
+            self._cache.clear()
+            self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _read_int(raw: bytes | None) -> int:
+    """A small integer record, 0 when absent."""
+    if raw is None:
+        return 0
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise StoreCorruptError("the trusted-version record is unreadable; reset the store") from None
