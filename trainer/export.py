@@ -66,6 +66,9 @@ def write_bundle(out: Path, files: Mapping[str, bytes], *, overwrite: bool = Fal
         raise InputError(f"{out} already exists; choose another --out or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle is public
     for name, data in files.items():
         with open(staging / name, "wb") as handle:
             handle.write(data)
