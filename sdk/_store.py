@@ -391,7 +391,7 @@ class _MasterKeys:
         wrap = ChaCha20Poly1305(_hmac_sha256(raw, b"wrap", store_id))
         return cls(
             raw=raw,
-            key_id=_hmac_sha256(raw, b"key-id", store_id),
+            key_id=_hmac_sha256(raw, b"key-id", store_id, struct.pack(">I", FORMAT_VERSION)),
             index=_hmac_sha256(raw, b"index", store_id),
             wrap=wrap,
         )
@@ -791,27 +791,29 @@ class EncryptedStore:
             if tables != _TABLES or conn.execute("PRAGMA quick_check").fetchall() != [(b"ok",)]:
                 raise _corrupt(self._path, "its structure is damaged")
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        store_id, key_id = self._checked_meta(meta)
-        for raw in keys:
-            master = _MasterKeys.derive(raw, store_id)
-            if hmac.compare_digest(master.key_id, key_id):
-                return store_id, self._context_for(store_id), master
-        raise _corrupt(self._path, "no key of the key provider opens it")
+        version, store_id, key_id = self._checked_meta(meta)
+        master = next(
+            (m for m in (_MasterKeys.derive(k, store_id) for k in keys) if m.key_id == key_id), None
+        )
+        if version != FORMAT_VERSION:
+            if master is not None:  # our key id, so our format: the field itself was damaged
+                raise _corrupt(self._path, "its format record is damaged")
+            raise StoreError(
+                f"encrypted store {self._path} has format {version}, but this SDK reads format "
+                f"{FORMAT_VERSION}; upgrade the SDK (the file is left unchanged)"
+            )
+        if master is None:
+            raise _corrupt(self._path, "no key of the key provider opens it")
+        return store_id, self._context_for(store_id), master
 
-    def _checked_meta(self, meta: dict[object, object]) -> tuple[bytes, bytes]:
-        """The store id and key id, after checking the format version."""
+    def _checked_meta(self, meta: dict[object, object]) -> tuple[int, bytes, bytes]:
+        """The format version, store id and key id, checked for shape."""
         version, store_id, key_id = (meta.get(n) for n in (b"format", b"store_id", b"key_id"))
         if not (isinstance(version, bytes) and isinstance(store_id, bytes)):
             raise _corrupt(self._path, "its header records are damaged")
         if not isinstance(key_id, bytes) or len(version) != 4 or len(store_id) != _STORE_ID_BYTES:
             raise _corrupt(self._path, "its header records are damaged")
-        (found,) = struct.unpack(">I", version)
-        if found != FORMAT_VERSION:
-            raise StoreError(
-                f"encrypted store {self._path} has format {found}, but this SDK reads format "
-                f"{FORMAT_VERSION}; upgrade the SDK (the file is left unchanged)"
-            )
-        return store_id, key_id
+        return int.from_bytes(version, "big"), store_id, key_id
 
     def _create(self, conn: sqlite3.Connection, keys: list[bytes]) -> tuple[bytes, bytes, _MasterKeys]:
         """Lay out a new store under the newest held key (or a fresh one)."""

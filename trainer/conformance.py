@@ -62,7 +62,7 @@ def _random_events(rng: random.Random, start: float) -> list[dict[str, Any]]:
 
 def _fold_vectors(spec: FeatureSpec, count: int) -> list[dict[str, Any]]:
     """Event sequences and the feature vectors the fold must produce."""
-    plan, rng = FoldPlan.from_spec(spec), random.Random(1234)
+    plan, rng = FoldPlan.from_spec(spec), random.Random(1234)  # noqa: S311 - reproducible vectors
     vectors = []
     for _ in range(count):
         events = _random_events(rng, 1_300_000_000.0)
