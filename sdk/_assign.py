@@ -25,7 +25,7 @@ import numpy.typing as npt
 from ._manifest import AssignerParams
 from .errors import ModelIntegrityError
 
-__all__ = ["Assigner", "NumpyAssigner", "OnnxAssigner", "numpy_assign"]
+__all__ = ["Assigner", "NumpyAssigner", "OnnxAssigner", "model_space", "numpy_assign"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -49,6 +49,25 @@ class Assigner(Protocol):
         ...
 
 
+def model_space(params: AssignerParams, rows: F64) -> F64:
+    """Rows clipped to the bounds and transformed: what a device contributes when it syncs.
+
+    Bounded by ``transform(lower)..transform(upper)`` per feature, so the
+    sensitivity of a sum over users is known; no raw value leaves the device.
+
+    Args:
+        params: the manifest's assigner parameters.
+        rows: raw features, shape (n, d), finite.
+
+    Returns:
+        ``log1p?(clip(rows, lower, upper))``, shape (n, d).
+    """
+    out = np.clip(rows, np.asarray(params.lower), np.asarray(params.upper))
+    mask = np.asarray(params.log1p, dtype=bool)
+    out[:, mask] = np.log1p(out[:, mask])
+    return out
+
+
 def numpy_assign(params: AssignerParams, rows: F64) -> tuple[I64, F64, F64]:
     """The reference maths in float64 (the trainer's predict and the device fallback).
 
@@ -59,15 +78,11 @@ def numpy_assign(params: AssignerParams, rows: F64) -> tuple[I64, F64, F64]:
     Returns:
         (persona indices, confidences, distances of shape (n, k)).
     """
-    lower, upper = np.asarray(params.lower), np.asarray(params.upper)
-    mask = np.asarray(params.log1p, dtype=bool)
     center, scale = np.asarray(params.center), np.asarray(params.scale)
     centroids = np.asarray(params.centroids)
     distances = np.empty((len(rows), len(centroids)))
     for start in range(0, len(rows), _CHUNK):
-        z = np.clip(rows[start:start + _CHUNK], lower, upper)
-        z[:, mask] = np.log1p(z[:, mask])
-        z = (z - center) * scale
+        z = (model_space(params, rows[start:start + _CHUNK]) - center) * scale
         distances[start:start + _CHUNK] = np.sqrt(
             ((z[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2))
     order = np.argsort(distances, axis=1, kind="stable")[:, :2]

@@ -17,7 +17,7 @@ from edgepersona.sdk._manifest import Trait
 
 from .fit import preprocess
 
-__all__ = ["build_cards", "cards_markdown"]
+__all__ = ["build_cards", "cards_from_stats", "cards_markdown"]
 
 F64 = npt.NDArray[np.float64]
 MIN_TRAIT_Z = 0.25
@@ -67,19 +67,43 @@ def build_cards(spec: FeatureSpec, rows: F64, labels: npt.NDArray[np.int64], k: 
     upper = np.array([f.bounds[1] for f in spec.features])
     clipped = np.clip(rows, lower, upper)
     population = clipped.mean(axis=0)
+    shares, z, values = np.zeros(k), np.zeros((k, len(spec.features))), np.tile(population, (k, 1))
+    for index in range(k):
+        members = labels == index
+        if members.any():
+            shares[index] = members.mean()
+            z[index] = z_rows[members].mean(axis=0)
+            values[index] = clipped[members].mean(axis=0)
+    return cards_from_stats(spec, shares, z, values, population, ids)
+
+
+def cards_from_stats(spec: FeatureSpec, shares: F64, z: F64, values: F64, population: F64,
+                     ids: list[str] | None = None) -> tuple[PersonaCard, ...]:
+    """Cards from per-persona statistics (shared by training and refits from aggregates).
+
+    Args:
+        spec: the feature spec.
+        shares: each persona's share of users.
+        z: each persona's mean z-score per feature, shape (k, d).
+        values: each persona's typical raw value per feature, shape (k, d).
+        population: the population's typical raw value per feature.
+        ids: stable persona ids by index (default ``P1``..``Pk``).
+
+    Returns:
+        One card per persona, in index order.
+    """
+    k = len(shares)
     ids = ids or [f"P{i + 1}" for i in range(k)]
     cards: list[PersonaCard] = []
     used_names: dict[str, int] = {}
     for index in range(k):
-        members = labels == index
-        share = float(members.mean()) if len(labels) else 0.0
-        z = z_rows[members].mean(axis=0) if members.any() else np.zeros(len(spec.features))
-        values = clipped[members].mean(axis=0) if members.any() else population
-        strongest = [j for j in np.argsort(-np.abs(z), kind="stable") if abs(z[j]) >= MIN_TRAIT_Z]
-        traits = tuple(_trait(spec.features[j], float(z[j]), float(values[j]),
+        strongest = [j for j in np.argsort(-np.abs(z[index]), kind="stable")
+                     if abs(z[index, j]) >= MIN_TRAIT_Z]
+        traits = tuple(_trait(spec.features[j], float(z[index, j]), float(values[index, j]),
                               float(population[j])) for j in strongest[:TOP_TRAITS])
-        name = _name(spec, z, strongest, used_names)
-        cards.append(PersonaCard(id=ids[index], index=index, name=name, share=share,
+        share = float(shares[index])
+        cards.append(PersonaCard(id=ids[index], index=index,
+                                 name=_name(spec, z[index], strongest, used_names), share=share,
                                  traits=traits, description=_describe(spec, share, traits)))
     return tuple(cards)
 
