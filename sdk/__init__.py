@@ -12,6 +12,7 @@ from ._runtime import Assignment, PersonaRuntime
 from ._seal import Contribution, Opener, SealConfig, Sealer, SealSuite, day_bucket
 from ._spec import Feature, FeatureSpec, Window, load_spec_json
 from ._store import EncryptedStore, FileKeyProvider, KeyProvider, MemoryKeyProvider
+from ._sync import HttpTransport, MemoryTransport, SyncAgent, SyncReport, Transport, TransportError
 from .errors import (
     BudgetExceededError,
     BundleExpiredError,
@@ -41,11 +42,13 @@ __all__ = [
     "FileKeyProvider",
     "FoldPlan",
     "FoldState",
+    "HttpTransport",
     "InputError",
     "InvalidEnvelope",
     "KeyProvider",
     "Manifest",
     "MemoryKeyProvider",
+    "MemoryTransport",
     "ModelIntegrityError",
     "NotFittedError",
     "Opener",
@@ -64,7 +67,11 @@ __all__ = [
     "SecretProvider",
     "StoreCorruptError",
     "StoreError",
+    "SyncAgent",
+    "SyncReport",
     "TrackedEvent",
+    "Transport",
+    "TransportError",
     "UntrustedKeyError",
     "Window",
     "__version__",

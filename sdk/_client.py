@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, Self
 
+from ._assign import model_space
 from ._fold import FoldState, PropertyValue, check_event
 from ._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
 from ._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
@@ -61,6 +62,17 @@ class ClientOptions:
     pseudonym_period_days: float = 30.0  # days
     cache_subjects: int = 4096
     backend: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The parts of a sync contribution that come from the client."""
+
+    pseudonym: Pseudonym
+    at: float
+    model_version: int
+    persona_index: int
+    features: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +286,18 @@ class PersonaClient:
         if events < self._runtime.spec.min_events:
             result = replace(result, determined=False)
         return result
+
+    def _contribution_snapshot(self, subject: str, at: float | None) -> _Snapshot:
+        """What a sync contribution reports for a subject now (used by SyncAgent)."""
+        when = self._clock() if at is None else at
+        with self._lock:
+            state = self._cached(subject)
+            row = state.evaluate(max(when, state.latest))
+        manifest = self._runtime.manifest
+        result = self._runtime.assign(row)
+        features = model_space(manifest.assigner, row[None, :])[0]
+        return _Snapshot(self.pseudonym(subject=subject, domain="sync", at=when), when,
+                         result.model_version, result.index, tuple(features.tolist()))
 
     def update(self, bundle: BundleInput) -> int:
         """Verify and switch to a newer bundle; the trusted version is persisted first.

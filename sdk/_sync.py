@@ -1,0 +1,397 @@
+"""Syncing sealed contributions from the device, and pulling newer bundles.
+
+What leaves the device is one sealed envelope per contribution (see
+:mod:`edgepersona.sdk._seal` for every field and its size): the sync-domain
+pseudonym, a sequence number, the day bucket, the model version, the persona
+index and the features in the model's bounded space (clipped, transformed; no
+raw value, no raw id, no exact time).
+
+Delivery is at-least-once and idempotent:
+
+* :meth:`SyncAgent.contribute` seals a contribution and appends it to a
+  durable queue inside the encrypted store (one transaction with the sequence
+  counter, so a crash never reuses a sequence number);
+* :meth:`SyncAgent.flush` sends the oldest queued envelopes as one batch and
+  removes them only after the collector acknowledged them (``accepted`` or
+  ``duplicate``); a crash between the two re-sends them, and the collector
+  counts each (pseudonym, sequence) once;
+* envelopes the collector refuses for good (stale, unknown model version,
+  invalid) are dropped and counted in ``rejected``; a transport failure keeps
+  everything and returns the delay before the next try: exponential backoff
+  with full jitter (``base · 2^failures``, capped, times a uniform random draw);
+* the queue is bounded (``max_queue``): when full, the oldest envelope is
+  dropped and ``dropped`` counts it (the newest behaviour matters most).
+
+Transports are an interface: :class:`HttpTransport` uses only the standard
+library; :class:`MemoryTransport` calls a function in-process (tests, or an
+app's own HTTP stack).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._client import PersonaClient
+
+from ._seal import Contribution, Sealer, day_bucket
+from ._store import EncryptedStore
+from .errors import InputError, PersonaError, RollbackError, StoreCorruptError
+
+__all__ = [
+    "HttpTransport",
+    "MemoryTransport",
+    "SyncAgent",
+    "SyncReport",
+    "Transport",
+    "TransportError",
+    "decode_batch",
+    "encode_batch",
+]
+
+_BATCH_HEAD = struct.Struct(">3sBH")  # magic, framing version, envelope count
+_LENGTH = struct.Struct(">I")
+BATCH_MAGIC = b"EPB"
+_GLOBAL = EncryptedStore.GLOBAL
+_QUEUE = "sync_queue"
+_SEQUENCE = "sync_sequence"
+_COUNTERS = "sync_counters"
+
+
+class TransportError(PersonaError):
+    """The collector could not be reached or answered with a server error; retry later."""
+
+
+def encode_batch(envelopes: Sequence[bytes]) -> bytes:
+    """Frame envelopes as one ``POST /v1/sync`` body.
+
+    Layout (big-endian): ``b"EPB"``, framing version 1 (u8), count (u16), then
+    per envelope its length (u32) and bytes.
+
+    Args:
+        envelopes: 1..65,535 sealed envelopes.
+
+    Returns:
+        The body.
+
+    Raises:
+        InputError: no envelopes, too many, or an empty one.
+    """
+    if not 1 <= len(envelopes) <= 0xFFFF or any(not e for e in envelopes):
+        raise InputError(f"a batch holds 1..65535 non-empty envelopes, got {len(envelopes)}")
+    parts = [_BATCH_HEAD.pack(BATCH_MAGIC, 1, len(envelopes))]
+    for envelope in envelopes:
+        parts += [_LENGTH.pack(len(envelope)), envelope]
+    return b"".join(parts)
+
+
+def decode_batch(body: bytes) -> list[bytes]:
+    """Split a body written by :func:`encode_batch` (strict: no trailing bytes).
+
+    Args:
+        body: the batch body.
+
+    Returns:
+        The envelopes.
+
+    Raises:
+        InputError: the body is not a well-formed batch.
+    """
+    if len(body) < _BATCH_HEAD.size:
+        raise InputError("batch body is truncated")
+    magic, version, count = _BATCH_HEAD.unpack_from(body)
+    if magic != BATCH_MAGIC or version != 1 or count == 0:
+        raise InputError("not a version 1 batch of 1+ envelopes")
+    envelopes, offset = [], _BATCH_HEAD.size
+    for index in range(count):
+        if offset + _LENGTH.size > len(body):
+            raise InputError(f"batch ends before envelope {index}'s length")
+        (length,) = _LENGTH.unpack_from(body, offset)
+        offset += _LENGTH.size
+        if length == 0 or offset + length > len(body):
+            raise InputError(f"envelope {index} declares an impossible length")
+        envelopes.append(body[offset:offset + length])
+        offset += length
+    if offset != len(body):
+        raise InputError(f"{len(body) - offset} bytes follow the last envelope of the batch")
+    return envelopes
+
+
+class Transport(Protocol):
+    """How the SDK talks to the collector; an app may plug its own HTTP stack."""
+
+    def post_sync(self, body: bytes) -> list[str]:
+        """Send a batch body; return one status per envelope (accepted/duplicate/rejected)."""
+        ...
+
+    def get_bundle(self, version: int | None) -> bytes:
+        """Fetch a bundle archive: the latest approved one when ``version`` is None."""
+        ...
+
+
+class HttpTransport:
+    """The default transport: ``urllib`` from the standard library, nothing else."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        """Point at a collector.
+
+        Args:
+            base_url: e.g. ``https://collector.example.com`` (no trailing path).
+            timeout: seconds per request.
+
+        Raises:
+            InputError: the URL is not http(s).
+        """
+        if not base_url.startswith(("https://", "http://")):
+            raise InputError(f"collector URL must start with https:// or http://, got {base_url!r}")
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+
+    def _request(self, request: urllib.request.Request) -> tuple[int, bytes]:
+        """Send one request; map network failures and 5xx to TransportError."""
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as reply:  # noqa: S310
+                return int(reply.status), bytes(reply.read())
+        except urllib.error.HTTPError as reply:
+            if reply.code >= 500:
+                raise TransportError(f"collector answered HTTP {reply.code}; retry later") from None
+            return int(reply.code), bytes(reply.read())
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise TransportError(f"collector unreachable: {exc}") from None
+
+    def post_sync(self, body: bytes) -> list[str]:
+        """POST a batch to ``/v1/sync``; parse the per-envelope statuses."""
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            f"{self._base}/v1/sync", data=body, method="POST",
+            headers={"Content-Type": "application/octet-stream"})
+        _status, reply = self._request(request)
+        return parse_sync_reply(reply)
+
+    def get_bundle(self, version: int | None) -> bytes:
+        """GET ``/v1/bundles/latest`` or ``/v1/bundles/{version}``."""
+        path = "latest" if version is None else str(int(version))
+        url = f"{self._base}/v1/bundles/{path}"
+        status, reply = self._request(urllib.request.Request(url))  # noqa: S310 - scheme checked
+        if status != 200:
+            raise TransportError(f"collector has no bundle {path} (HTTP {status})")
+        return reply
+
+
+class MemoryTransport:
+    """An in-process transport: hands bodies to functions (tests, custom stacks)."""
+
+    def __init__(self, post: Callable[[bytes], bytes], get: Callable[[int | None], bytes]) -> None:
+        """Wrap two functions with the HTTP semantics of the collector.
+
+        Args:
+            post: receives a sync body, returns the JSON reply body.
+            get: receives a version (None = latest), returns bundle bytes.
+        """
+        self._post, self._get = post, get
+
+    def post_sync(self, body: bytes) -> list[str]:
+        """Hand the body to ``post`` and parse the reply."""
+        return parse_sync_reply(self._post(body))
+
+    def get_bundle(self, version: int | None) -> bytes:
+        """Ask ``get`` for a bundle."""
+        return self._get(version)
+
+
+def parse_sync_reply(reply: bytes) -> list[str]:
+    """Per-envelope statuses from the collector's JSON reply.
+
+    Args:
+        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected", ...}, ...]}``;
+            a whole-body refusal (``{"detail": ...}``) marks every envelope rejected.
+
+    Returns:
+        The statuses, or ``[]`` when the body was refused as a whole.
+
+    Raises:
+        TransportError: the reply is not the collector's JSON.
+    """
+    try:
+        data = json.loads(reply)
+        results = data.get("results") if isinstance(data, dict) else None
+        if results is None:
+            return []
+        return [str(item["status"]) for item in results]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise TransportError("the collector's reply is not the expected JSON") from None
+
+
+@dataclass
+class SyncReport:
+    """What one flush did."""
+
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    remaining: int = 0
+    retry_after: float | None = None  # seconds; set when the transport failed
+    errors: list[str] = field(default_factory=list)
+
+
+class SyncAgent:
+    """Seal, queue and send a client's contributions; pull newer bundles.
+
+    Thread-safe: contributions may be added while a flush is on the wire.
+    """
+
+    def __init__(self, client: PersonaClient, sealer: Sealer, transport: Transport, *,
+                 max_queue: int = 1000, batch_size: int = 100,
+                 backoff_seconds: tuple[float, float] = (1.0, 3600.0)) -> None:
+        """Attach sync to a client.
+
+        Args:
+            client: the device client (its store holds the queue).
+            sealer: seals to the collector's public key for this app id.
+            transport: how to reach the collector.
+            max_queue: the most envelopes kept; beyond it the oldest is dropped.
+            batch_size: envelopes per request.
+            backoff_seconds: (base, cap) of the retry delay in seconds.
+        """
+        if max_queue < 1 or batch_size < 1:
+            raise InputError("max_queue and batch_size must be >= 1")
+        self._client, self._sealer, self._transport = client, sealer, transport
+        self._max_queue, self._batch_size = max_queue, batch_size
+        self._backoff = backoff_seconds
+        self._failures = 0
+        self._lock = threading.Lock()
+        self._random = secrets.SystemRandom()
+
+    def _load(self) -> tuple[list[bytes], dict[str, int]]:
+        """The queued envelopes and the counters."""
+        store = self._client._store  # same package: the agent shares the client's store
+        raw, counters = store.get(_GLOBAL, _QUEUE), store.get(_GLOBAL, _COUNTERS)
+        try:
+            queue = decode_batch(raw) if raw else []
+            return queue, ({k: int(v) for k, v in json.loads(counters).items()} if counters else {})
+        except (InputError, ValueError, AttributeError):
+            raise StoreCorruptError("the sync queue record is unreadable; reset the store") from None
+
+    def _save_records(self, queue: list[bytes], counters: dict[str, int],
+                      extra: tuple[tuple[str, bytes], ...] = ()) -> None:
+        """Write queue, counters and any extra global records in one transaction."""
+        records = [(_GLOBAL, _QUEUE, encode_batch(queue) if queue else b""),
+                   (_GLOBAL, _COUNTERS, json.dumps(counters, sort_keys=True).encode())]
+        records += [(_GLOBAL, name, value) for name, value in extra]
+        self._client._store.put_many(records)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Persistent counts: ``queued``, ``dropped``, ``rejected``, ``acknowledged``."""
+        with self._lock:
+            queue, counters = self._load()
+        return {"queued": len(queue), "dropped": counters.get("dropped", 0),
+                "rejected": counters.get("rejected", 0),
+                "acknowledged": counters.get("acknowledged", 0)}
+
+    def contribute(self, *, subject: str = "me", at: float | None = None) -> int:
+        """Seal the subject's current contribution and queue it durably.
+
+        Args:
+            subject: whose contribution (its raw id never leaves the device).
+            at: unix seconds (default: the client's clock).
+
+        Returns:
+            The contribution's sequence number.
+
+        Raises:
+            StoreError: the queue could not be written; nothing was queued.
+        """
+        snapshot = self._client._contribution_snapshot(subject, at)
+        with self._lock:
+            queue, counters = self._load()
+            raw_sequence = self._client._store.get(_GLOBAL, _SEQUENCE)
+            sequence = int(raw_sequence.decode()) + 1 if raw_sequence else 1
+            contribution = Contribution(
+                pseudonym=snapshot.pseudonym.value, pseudonym_epoch=snapshot.pseudonym.epoch,
+                sequence=sequence, day_bucket=day_bucket(snapshot.at),
+                model_version=snapshot.model_version, persona_index=snapshot.persona_index,
+                features=snapshot.features)
+            queue.append(self._sealer.seal(contribution))
+            if len(queue) > self._max_queue:
+                dropped = len(queue) - self._max_queue
+                del queue[:dropped]
+                counters["dropped"] = counters.get("dropped", 0) + dropped
+            self._save_records(queue, counters, ((_SEQUENCE, str(sequence).encode()),))
+            return sequence
+
+    def flush(self) -> SyncReport:
+        """Send the oldest queued envelopes as one batch; keep what was not acknowledged.
+
+        Returns:
+            What happened; ``retry_after`` (seconds, jittered) is set after a
+            transport failure or a whole-body refusal.
+        """
+        with self._lock:
+            queue, _ = self._load()
+        batch = queue[: self._batch_size]
+        report = SyncReport(sent=len(batch))
+        if not batch:
+            return report
+        try:
+            statuses = self._transport.post_sync(encode_batch(batch))
+            if len(statuses) != len(batch):
+                raise TransportError(f"collector answered {len(statuses)} statuses for"
+                                     f" {len(batch)} envelopes")
+        except TransportError as exc:
+            self._failures += 1
+            report.errors.append(str(exc))
+            report.retry_after = self._delay()
+            report.remaining = len(queue)
+            return report
+        self._failures = 0
+        self._settle(batch, statuses, report)
+        return report
+
+    def _settle(self, batch: list[bytes], statuses: list[str], report: SyncReport) -> None:
+        """Remove acknowledged and refused envelopes; count them."""
+        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)}
+        with self._lock:
+            queue, counters = self._load()
+            kept = [e for e in queue if e not in done]
+            for status in done.values():
+                if status == "accepted":
+                    report.accepted += 1
+                elif status == "duplicate":
+                    report.duplicates += 1
+                else:
+                    report.rejected += 1
+            counters["acknowledged"] = counters.get("acknowledged", 0) + report.accepted \
+                + report.duplicates
+            counters["rejected"] = counters.get("rejected", 0) + report.rejected
+            self._save_records(kept, counters)
+            report.remaining = len(kept)
+
+    def _delay(self) -> float:
+        """Exponential backoff with full jitter."""
+        base, cap = self._backoff
+        return self._random.uniform(0.0, min(cap, base * 2.0 ** min(self._failures - 1, 30)))
+
+    def pull(self) -> int:
+        """Fetch the latest approved bundle and update to it if it is newer.
+
+        Returns:
+            The active version afterwards.
+
+        Raises:
+            TransportError: the collector could not be reached.
+            ModelIntegrityError: the bundle failed verification; the old one stays.
+        """
+        archive = self._transport.get_bundle(None)
+        try:
+            return self._client.update(archive)
+        except RollbackError:
+            return self._client.runtime.version
