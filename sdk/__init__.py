@@ -12,7 +12,7 @@ from ._runtime import Assignment, PersonaRuntime
 from ._seal import Contribution, Opener, SealConfig, Sealer, SealSuite, day_bucket
 from ._spec import Feature, FeatureSpec, Window, load_spec_json
 from ._store import EncryptedStore, FileKeyProvider, KeyProvider, MemoryKeyProvider
-from ._sync import HttpTransport, MemoryTransport, SyncAgent, SyncReport, Transport, TransportError
+from ._sync import HttpTransport, MemoryTransport, SyncAgent, SyncReport, Transport
 from .errors import (
     BudgetExceededError,
     BundleExpiredError,
@@ -25,6 +25,7 @@ from .errors import (
     SchemaError,
     StoreCorruptError,
     StoreError,
+    TransportError,
     UntrustedKeyError,
 )
 

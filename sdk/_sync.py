@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 from ._seal import Contribution, Sealer, day_bucket
 from ._store import EncryptedStore
-from .errors import InputError, PersonaError, RollbackError, StoreCorruptError
+from .errors import InputError, RollbackError, StoreCorruptError, TransportError
 
 __all__ = [
     "HttpTransport",
@@ -64,10 +64,6 @@ _GLOBAL = EncryptedStore.GLOBAL
 _QUEUE = "sync_queue"
 _SEQUENCE = "sync_sequence"
 _COUNTERS = "sync_counters"
-
-
-class TransportError(PersonaError):
-    """The collector could not be reached or answered with a server error; retry later."""
 
 
 def encode_batch(envelopes: Sequence[bytes]) -> bytes:

@@ -11,6 +11,7 @@ so an app can catch everything edgepersona-specific with one ``except``::
     ├── SchemaError (ValueError)   a spec, manifest or table has the wrong structure
     ├── InputError (ValueError)    a feature vector, event or argument is unusable
     ├── InvalidEnvelope            a sealed payload could not be opened (opaque)
+    ├── TransportError             the collector could not be reached; retry later
     ├── StoreError                 the encrypted local store cannot be used
     │   └── StoreCorruptError      tampered or truncated; see the recovery in its message
     ├── BudgetExceededError        a release would spend more privacy budget than is left
@@ -35,6 +36,7 @@ __all__ = [
     "SchemaError",
     "StoreCorruptError",
     "StoreError",
+    "TransportError",
     "UntrustedKeyError",
 ]
 
@@ -76,6 +78,10 @@ class InvalidEnvelope(PersonaError):  # noqa: N818 - the name states what the pa
 
     def __init__(self) -> None:
         super().__init__("envelope rejected")
+
+
+class TransportError(PersonaError):
+    """The collector could not be reached or answered with a server error; retry later."""
 
 
 class StoreError(PersonaError):
