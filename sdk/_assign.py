@@ -129,13 +129,12 @@ class OnnxAssigner:
 
     backend = "onnxruntime"
 
-    def __init__(self, model_bytes: bytes, width: int, k: int) -> None:
+    def __init__(self, model_bytes: bytes, params: AssignerParams) -> None:
         """Create the session and check the graph matches the manifest.
 
         Args:
             model_bytes: the verified graph.
-            width: number of features the manifest declares.
-            k: number of personas the manifest declares.
+            params: the manifest's assigner parameters (widths and bounds).
 
         Raises:
             ModelIntegrityError: onnxruntime rejects the graph or its signature
@@ -143,6 +142,9 @@ class OnnxAssigner:
         """
         import onnxruntime as ort
 
+        width, k = len(params.lower), len(params.centroids)
+        self._lower = np.asarray(params.lower, dtype=np.float64)
+        self._upper = np.asarray(params.upper, dtype=np.float64)
         try:
             self._session = ort.InferenceSession(
                 model_bytes, sess_options=session_options(), providers=["CPUExecutionProvider"])
@@ -175,13 +177,17 @@ class OnnxAssigner:
     def assign_one(self, row: F64) -> tuple[int, float, F64]:
         """Assign one row through the bound buffers (thread-safe)."""
         with self._lock:
-            self._row[0] = row
+            # Clip in float64 first: the graph clips anyway, and a finite value beyond
+            # float32's range must not overflow in the cast. (ndarray.clip then a copy:
+            # the same values, ~2 µs cheaper than np.clip(out=..., casting=...).)
+            self._row[0] = row.clip(self._lower, self._upper)
             self._session.run_with_iobinding(self._binding)
-            return int(self._index[0]), float(self._confidence[0]), self._distances[0].astype(np.float64)
+            # .item() is int()/float() of element 0 without making a numpy scalar first
+            return self._index.item(), self._confidence.item(), self._distances[0].astype(np.float64)
 
     def assign_many(self, rows: F64) -> tuple[I64, F64, F64]:
         """Assign many rows in one run."""
         index, distances, confidence = self._session.run(
-            None, {INPUT_NAME: rows.astype(np.float32)})
+            None, {INPUT_NAME: np.clip(rows, self._lower, self._upper).astype(np.float32)})
         return (np.asarray(index, dtype=np.int64), np.asarray(confidence, dtype=np.float64),
                 np.asarray(distances, dtype=np.float64))

@@ -278,6 +278,9 @@ def load_spec_json(text: str | bytes) -> FeatureSpec:
         return FeatureSpec.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
         raise SchemaError(f"feature spec is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise SchemaError("feature spec is not valid JSON: expected UTF-8 text,"
+                          " nested less than a few hundred levels deep") from None
     except ValidationError as exc:
         raise SchemaError(f"invalid feature spec: {_describe(exc)}") from None
 

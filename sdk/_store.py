@@ -11,7 +11,8 @@ Design
 :class:`MemoryKeyProvider` for tests). Each subject has its own random data
 key, stored *wrapped* (encrypted) under a key derived from the master key.
 Every record is sealed with ChaCha20-Poly1305 (fast in software on ARM) under
-its subject's data key, with a fresh random 96-bit nonce per write; the
+its subject's data key, with a fresh random 96-bit nonce per write (safe for
+about 2**32 writes per subject key); the
 associated data binds the store id, the format version, the subject and the
 record name, so a record moved to another subject or name, or to another
 store, fails to open.
@@ -32,7 +33,8 @@ WAL recovery is far better tested than a new file format would be.
 provider durably add a fresh master key, (2) in one transaction deletes the
 subject's rows and rewraps every other data key, re-keys the name index and
 re-seals the names under the new master key, (3) has the provider destroy the
-old master key. A crash at any point is finished or undone by the next open.
+old master key. A crash at any point is finished or undone by the next open;
+so is a failed ``forget``, which closes the store (reopen it).
 Afterwards the subject's data key exists only wrapped under a destroyed key,
 so no copy of the store file, old or new, together with every current key
 decrypts it, nor links the old rows to the subject's name.
@@ -52,7 +54,8 @@ key; a record is authenticated when read. Tampering, truncation and a wrong
 key raise :class:`StoreCorruptError`, whose message names the recovery:
 :meth:`EncryptedStore.reset` or ``open(..., reset_if_corrupt=True)``.
 Environment failures (missing directory, read-only, disk full, store open
-elsewhere) raise :class:`StoreError` and keep the last committed state.
+elsewhere) raise :class:`StoreError` and keep the last committed state. A
+missing or empty file is a new, empty store.
 
 **Threads and processes.** One lock serialises every operation, so a store
 may be shared by threads. A store file is opened by one ``EncryptedStore``
@@ -417,6 +420,15 @@ class _SubjectKeys:
         return _hmac_sha256(self.rid_key, b"name", name)
 
 
+def _matching_master(keys: list[bytes], store_id: bytes, key_id: bytes) -> _MasterKeys | None:
+    """The held master key whose key id the store file names, if any."""
+    for raw in keys:
+        master = _MasterKeys.derive(raw, store_id)
+        if hmac.compare_digest(master.key_id, key_id):
+            return master
+    return None
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -490,15 +502,18 @@ class EncryptedStore:
             raise StoreError(
                 f"folder {self._path.parent} of the encrypted store does not exist; create it first"
             )
+        self._conn: sqlite3.Connection | None = None
         with _translated_errors(self._path):
-            self._conn: sqlite3.Connection | None = self._connect()
+            with suppress(FileExistsError):  # owner-only from the start; the WAL inherits it
+                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = self._connect()
             try:
-                self._store_id, self._context, self._master = self._attach()
+                self._store_id, self._context, self._master = self._attach(conn)
                 self._provider.destroy_other_keys(self._master.raw)
             except BaseException:
-                self._conn.close()
-                self._conn = None
+                conn.close()
                 raise
+            self._conn = conn
 
     @classmethod
     def open(
@@ -535,6 +550,8 @@ class EncryptedStore:
     @staticmethod
     def reset(path: str | os.PathLike[str], key_provider: KeyProvider | None = None) -> None:
         """Delete the store file (and its WAL); the next open starts an empty store.
+
+        Call it only while no ``EncryptedStore`` has the file open.
 
         Args:
             path: the store file.
@@ -580,7 +597,7 @@ class EncryptedStore:
         subject_bytes = _utf8(subject, "subject", allow_empty=True)
         name_bytes = _utf8(name, "record name", allow_empty=False)
         with self._operation() as conn:
-            keys = self._subject_keys(conn, subject, subject_bytes, create=False)
+            keys = self._subject_keys(conn, subject, subject_bytes)
             if keys is None:
                 return None
             row = conn.execute(
@@ -628,8 +645,9 @@ class EncryptedStore:
             checked.append((subject, subject_bytes, _utf8(name, "record name", allow_empty=False), value))
         with self._operation() as conn, self._transaction(conn):
             for subject, subject_bytes, name_bytes, value in checked:
-                keys = self._subject_keys(conn, subject, subject_bytes, create=True)
-                assert keys is not None  # create=True always returns keys
+                keys = self._subject_keys(conn, subject, subject_bytes) or self._new_subject_keys(
+                    conn, subject, subject_bytes
+                )
                 sealed = _seal(keys.aead, value, self._record_aad(subject_bytes, name_bytes))
                 conn.execute(
                     "INSERT INTO records(ref, rid, sealed) VALUES (?, ?, ?) "
@@ -655,7 +673,7 @@ class EncryptedStore:
         subject_bytes = _utf8(subject, "subject", allow_empty=True)
         name_bytes = _utf8(name, "record name", allow_empty=False)
         with self._operation() as conn, self._transaction(conn):
-            keys = self._subject_keys(conn, subject, subject_bytes, create=False)
+            keys = self._subject_keys(conn, subject, subject_bytes)
             if keys is None:
                 return False
             cursor = conn.execute(
@@ -694,8 +712,9 @@ class EncryptedStore:
             TypeError: ``subject`` is not a str.
             InputError: ``subject`` is :attr:`GLOBAL` or not UTF-8 encodable.
             StoreCorruptError: a subject row failed authentication.
-            StoreError: the store is closed or cannot be written, or the old
-                key could not be destroyed (the next open retries).
+            StoreError: the store is closed or cannot be written (the store is
+                then closed: reopen it), or the old key could not be destroyed
+                (the next open retries).
         """
         if subject == self.GLOBAL:
             raise InputError("the GLOBAL subject cannot be forgotten; delete its records instead")
@@ -709,18 +728,20 @@ class EncryptedStore:
             old = self._master
             new = _MasterKeys.derive(secrets.token_bytes(_KEY_BYTES), self._store_id)
             self._provider.add_key(new.raw)
-            committed = False
             try:
                 with self._transaction(conn):
                     conn.execute("DELETE FROM records WHERE ref = ?", row)
                     conn.execute("DELETE FROM subjects WHERE ref = ?", row)
                     self._rewrap_subjects(conn, old, new)
                     conn.execute("UPDATE meta SET value = ? WHERE name = 'key_id'", (new.key_id,))
-                committed = True
-            finally:
-                if not committed:
-                    with suppress(StoreError):
-                        self._provider.destroy_other_keys(old.raw)
+            except BaseException:
+                # A failed COMMIT may still have landed: rather than guess which key the
+                # file is under, close; the next open checks and destroys the other key.
+                self._conn = None
+                self._cache.clear()
+                with suppress(sqlite3.Error):
+                    conn.close()
+                raise
             self._master = new
             self._cache.pop(subject, None)
             self._provider.destroy_other_keys(new.raw)
@@ -780,10 +801,9 @@ class EncryptedStore:
             raise
         return conn
 
-    def _attach(self) -> tuple[bytes, bytes, _MasterKeys]:
+    def _attach(self, conn: sqlite3.Connection) -> tuple[bytes, bytes, _MasterKeys]:
         """Create the schema or check the file, and find the master key that opens it."""
-        assert self._conn is not None
-        conn, keys = self._conn, [_checked_key(key) for key in self._provider.load_keys()]
+        keys = [_checked_key(key) for key in self._provider.load_keys()]
         with self._transaction(conn, "EXCLUSIVE"):
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:
@@ -792,9 +812,7 @@ class EncryptedStore:
                 raise _corrupt(self._path, "its structure is damaged")
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         version, store_id, key_id = self._checked_meta(meta)
-        master = next(
-            (m for m in (_MasterKeys.derive(k, store_id) for k in keys) if m.key_id == key_id), None
-        )
+        master = _matching_master(keys, store_id, key_id)
         if version != FORMAT_VERSION:
             if master is not None:  # our key id, so our format: the field itself was damaged
                 raise _corrupt(self._path, "its format record is damaged")
@@ -834,8 +852,6 @@ class EncryptedStore:
                 ("key_id", master.key_id),
             ],
         )
-        with suppress(OSError):
-            os.chmod(self._path, 0o600)
         return store_id, self._context_for(store_id), master
 
     @staticmethod
@@ -860,33 +876,40 @@ class EncryptedStore:
         return name
 
     def _subject_keys(
-        self, conn: sqlite3.Connection, subject: str, subject_bytes: bytes, *, create: bool
+        self, conn: sqlite3.Connection, subject: str, subject_bytes: bytes
     ) -> _SubjectKeys | None:
-        """The subject's keys from the cache, its row, or (``create``) a new row."""
+        """The keys of an existing subject, from the cache or unwrapped from its row."""
         keys = self._cache.get(subject)
-        if keys is not None:
-            return keys
-        sid = self._master.subject_id(subject_bytes)
-        row = conn.execute("SELECT ref, wrapped FROM subjects WHERE sid = ?", (sid,)).fetchone()
-        if row is not None:
+        if keys is None:
+            sid = self._master.subject_id(subject_bytes)
+            row = conn.execute("SELECT ref, wrapped FROM subjects WHERE sid = ?", (sid,)).fetchone()
+            if row is None:
+                return None
             ref, wrapped = _blobs(row)
             data_key = _unseal(self._master.wrap, wrapped, self._dek_aad(ref, subject_bytes))
-        elif create:
-            ref, data_key = secrets.token_bytes(16), secrets.token_bytes(_KEY_BYTES)
-            conn.execute(
-                "INSERT INTO subjects(ref, sid, wrapped, sealed_name) VALUES (?, ?, ?, ?)",
-                (
-                    ref,
-                    sid,
-                    _seal(self._master.wrap, data_key, self._dek_aad(ref, subject_bytes)),
-                    _seal(self._master.wrap, subject_bytes, self._name_aad(ref, sid)),
-                ),
-            )
-        else:
-            return None
+            keys = self._remember(subject, _SubjectKeys.derive(ref, data_key))
+        return keys
+
+    def _new_subject_keys(self, conn: sqlite3.Connection, subject: str, subject_bytes: bytes) -> _SubjectKeys:
+        """Add a subject row with a fresh data key (inside the caller's transaction)."""
+        ref, data_key = secrets.token_bytes(16), secrets.token_bytes(_KEY_BYTES)
+        sid = self._master.subject_id(subject_bytes)
+        conn.execute(
+            "INSERT INTO subjects(ref, sid, wrapped, sealed_name) VALUES (?, ?, ?, ?)",
+            (
+                ref,
+                sid,
+                _seal(self._master.wrap, data_key, self._dek_aad(ref, subject_bytes)),
+                _seal(self._master.wrap, subject_bytes, self._name_aad(ref, sid)),
+            ),
+        )
+        return self._remember(subject, _SubjectKeys.derive(ref, data_key))
+
+    def _remember(self, subject: str, keys: _SubjectKeys) -> _SubjectKeys:
+        """Cache unwrapped subject keys, bounded, oldest out first."""
         if len(self._cache) >= _MAX_CACHED_SUBJECTS:
             self._cache.pop(next(iter(self._cache)))
-        keys = self._cache[subject] = _SubjectKeys.derive(ref, data_key)
+        self._cache[subject] = keys
         return keys
 
     def _rewrap_subjects(self, conn: sqlite3.Connection, old: _MasterKeys, new: _MasterKeys) -> None:
