@@ -228,9 +228,7 @@ class Pseudonymizer:
         if not raw_id:
             raise InputError("raw_id must be a non-empty string")
         if domain not in _DOMAINS:
-            raise InputError(
-                f"unknown pseudonym domain {domain!r}; expected one of {sorted(_DOMAINS)}"
-            )
+            raise InputError(f"unknown pseudonym domain {domain!r}; expected one of {sorted(_DOMAINS)}")
         try:
             id_bytes = raw_id.encode("utf-8")
         except UnicodeEncodeError:

@@ -11,6 +11,9 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from edgepersona.sdk._pseudonym import (
     DEFAULT_EPOCH_PERIOD_S,
     Pseudonym,
@@ -19,8 +22,6 @@ from edgepersona.sdk._pseudonym import (
     _encode_fields,
 )
 from edgepersona.sdk.errors import InputError
-from hypothesis import assume, given
-from hypothesis import strategies as st
 
 SECRET = bytes(range(32))
 NOW = 1_750_000_000.0  # a fixed clock: 2025-06-15
@@ -65,9 +66,7 @@ def test_known_answer_vector() -> None:
 
 
 @given(secret=secrets_, raw_id=ids, domain=domains, at=times)
-def test_matches_documented_construction(
-    secret: bytes, raw_id: str, domain: str, at: float
-) -> None:
+def test_matches_documented_construction(secret: bytes, raw_id: str, domain: str, at: float) -> None:
     p = Pseudonymizer(secret)
     got = p.pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
     epoch = int(at // DEFAULT_EPOCH_PERIOD_S)
@@ -77,9 +76,7 @@ def test_matches_documented_construction(
 
 
 @given(secret=secrets_, raw_id=ids, domain=domains, at=times)
-def test_same_inputs_give_same_pseudonym(
-    secret: bytes, raw_id: str, domain: str, at: float
-) -> None:
+def test_same_inputs_give_same_pseudonym(secret: bytes, raw_id: str, domain: str, at: float) -> None:
     a = Pseudonymizer(secret).pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
     b = Pseudonymizer(secret).pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
     assert a == b
@@ -96,9 +93,7 @@ def test_different_ids_differ(raw_id: str, other: str, domain: str, at: float) -
 
 
 @given(secret=secrets_, other=secrets_, raw_id=ids, domain=domains, at=times)
-def test_different_secrets_differ(
-    secret: bytes, other: bytes, raw_id: str, domain: str, at: float
-) -> None:
+def test_different_secrets_differ(secret: bytes, other: bytes, raw_id: str, domain: str, at: float) -> None:
     assume(secret != other)
     a = Pseudonymizer(secret).pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
     b = Pseudonymizer(other).pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
@@ -219,9 +214,9 @@ def test_generate_and_provider() -> None:
     keystore = Keystore()
     assert isinstance(keystore, SecretProvider)
     from_store = Pseudonymizer.from_provider(keystore, period_s=3600)
-    assert from_store.pseudonym("u", domain="sync", at=NOW) == Pseudonymizer(
-        SECRET, period_s=3600
-    ).pseudonym("u", domain="sync", at=NOW)
+    assert from_store.pseudonym("u", domain="sync", at=NOW) == Pseudonymizer(SECRET, period_s=3600).pseudonym(
+        "u", domain="sync", at=NOW
+    )
 
 
 def _fast_hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
@@ -258,9 +253,7 @@ def test_dictionary_attack_recovers_nothing_without_the_key() -> None:
     # Even knowing the exact construction, a wrong secret matches none of the victims'
     # own pseudonyms (so no candidate can match either).
     wrong = Pseudonymizer.generate()
-    assert not published & {
-        bytes.fromhex(wrong.pseudonym(v, domain="sync", at=NOW).value) for v in victims
-    }
+    assert not published & {bytes.fromhex(wrong.pseudonym(v, domain="sync", at=NOW).value) for v in victims}
 
     # The same attack against plain SHA-256 "pseudonyms" recovers every victim.
     naive = {hashlib.sha256(v.encode()).digest() for v in victims}
