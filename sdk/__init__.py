@@ -6,12 +6,13 @@ The package root exports the safe recipes only; underscore modules are private.
 from ._client import ClientOptions, PersonaClient, TrackedEvent
 from ._explain import Reason
 from ._fold import FoldPlan, FoldState
+from ._keystore import FileKeyProvider, KeyProvider, MemoryKeyProvider
 from ._manifest import Manifest, PersonaCard
 from ._pseudonym import Pseudonym, Pseudonymizer, SecretProvider
 from ._runtime import Assignment, PersonaRuntime
 from ._seal import Contribution, Opener, SealConfig, Sealer, SealSuite, day_bucket
 from ._spec import Feature, FeatureSpec, Window, load_spec_json
-from ._store import EncryptedStore, FileKeyProvider, KeyProvider, MemoryKeyProvider
+from ._store import EncryptedStore
 from ._sync import HttpTransport, MemoryTransport, SyncAgent, SyncReport, Transport
 from .errors import (
     BudgetExceededError,

@@ -32,9 +32,10 @@ from typing import Literal, Self
 
 from ._assign import model_space
 from ._fold import FoldState, PropertyValue, check_event
+from ._keystore import KeyProvider
 from ._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
 from ._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
-from ._store import EncryptedStore, KeyProvider
+from ._store import EncryptedStore
 from .errors import InputError, StoreCorruptError
 
 __all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
