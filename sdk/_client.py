@@ -240,7 +240,8 @@ class PersonaClient:
         """
         with self._lock:
             state = self._cached(subject)
-            return state.evaluate(self._eval_time(state, at)).tolist()
+            values: list[float] = state.evaluate(self._eval_time(state, at)).tolist()
+            return values
 
     def _cached(self, subject: str) -> FoldState:
         """The subject's live state: cache, then store, then a new one.

@@ -47,7 +47,8 @@ class Reason:
 def _typical(manifest: Manifest, index: int) -> npt.NDArray[np.float64]:
     """A centroid mapped back to raw feature units."""
     params = manifest.assigner
-    raw = np.asarray(params.centroids[index]) / np.asarray(params.scale) + np.asarray(params.center)
+    raw: npt.NDArray[np.float64] = (np.asarray(params.centroids[index], dtype=np.float64)
+                                    / np.asarray(params.scale) + np.asarray(params.center))
     mask = np.asarray(params.log1p, dtype=bool)
     raw[mask] = np.expm1(raw[mask])
     return raw
