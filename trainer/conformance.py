@@ -85,7 +85,7 @@ def _pseudonym_vectors() -> list[dict[str, Any]]:
                 continue
             for domain in ("local", "sync"):
                 for at in (0.0, 1_700_000_000.0, 1_700_000_000.0 + period_days * 86_400):
-                    p = maker.pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
+                    p = maker.pseudonym(raw_id, domain=domain, at=at)
                     out.append({"period_seconds": period_days * 86_400, "raw_id": raw_id,
                                 "domain": domain, "at": at, "value": p.value,
                                 "key_id": p.key_id, "epoch": p.epoch})

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgepersona.sdk import InputError, Manifest
+from edgepersona.sdk import InputError, Manifest, PersonaCard
 from edgepersona.sdk._bundle import MANIFEST_NAME, MODEL_NAME
 from edgepersona.sdk._manifest import AssignerParams, parse_manifest
 
@@ -178,11 +178,12 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
     new = (means - center) * scale
     shares = counts[keep] / counts[keep].sum()
     drift = _drift(previous, old, new, keep, shares, threshold)
-    fields = _manifest_fields(previous, params, new, means, counts[keep], sums[keep], sumsq[keep],
+    cards = _cards(previous, means, counts[keep], sums[keep], drift)
+    assigner = params.model_copy(update={"centroids": tuple(tuple(c) for c in new.tolist())})
+    fields = _manifest_fields(previous, cards, assigner, counts[keep], sums[keep], sumsq[keep],
                               drift, k_min, expires_days, now or datetime.now(UTC))
     version = previous.version + 1
-    cards = fields["personas"]
-    onnx_bytes = build_onnx(fields["assigner"], model_id=previous.model_id, version=version)
+    onnx_bytes = build_onnx(assigner, model_id=previous.model_id, version=version)
     payload = {MODEL_NAME: onnx_bytes,
                "cards.md": cards_markdown(cards, f"{previous.model_id} v{version} personas").encode(),
                "cards.json": ("[" + ",".join(c.model_dump_json() for c in cards) + "]").encode()}
@@ -190,19 +191,24 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
     return RefitResult(files, parse_manifest(files[MANIFEST_NAME]), drift)
 
 
-def _manifest_fields(previous: Manifest, params: AssignerParams, new: F64, means: F64,
+def _cards(previous: Manifest, means: F64, counts: F64, sums: F64,
+           drift: DriftReport) -> tuple[PersonaCard, ...]:
+    """Persona cards from the aggregates, in the previous version's standardised units."""
+    params = previous.assigner
+    std = np.sqrt(np.asarray(previous.spec.normalised_weights())) / np.asarray(params.scale)
+    population_t = sums.sum(axis=0) / counts.sum()
+    return cards_from_stats(previous.spec, counts / counts.sum(),
+                            (means - np.asarray(params.center)) / std,
+                            _typical_raw(previous, means), _typical_raw(previous, population_t),
+                            list(drift.ids))
+
+
+def _manifest_fields(previous: Manifest, cards: tuple[PersonaCard, ...], assigner: AssignerParams,
                      counts: F64, sums: F64, sumsq: F64, drift: DriftReport, k_min: int,
                      expires_days: float, now: datetime) -> dict[str, object]:
     """Everything the new manifest says besides its file digests."""
-    center, scale = np.asarray(params.center), np.asarray(params.scale)
-    weights = np.asarray(previous.spec.normalised_weights())
-    std = np.sqrt(weights) / scale
-    population_t = sums.sum(axis=0) / counts.sum()
-    cards = cards_from_stats(previous.spec, counts / counts.sum(), (means - center) / std,
-                             _typical_raw(previous, means), _typical_raw(previous, population_t),
-                             list(drift.ids))
-    within = (sumsq - sums**2 / counts[:, None]) * scale**2
-    assigner = params.model_copy(update={"centroids": tuple(tuple(c) for c in new.tolist())})
+    new = np.asarray(assigner.centroids)
+    within = (sumsq - sums**2 / counts[:, None]) * np.asarray(assigner.scale) ** 2
     return {
         "model_id": previous.model_id, "version": previous.version + 1, "created_at": now,
         "expires_at": now + timedelta(days=expires_days), "spec": previous.spec,
