@@ -16,6 +16,7 @@ assignment allocates nothing per call.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Protocol
 
@@ -25,7 +26,14 @@ import numpy.typing as npt
 from ._manifest import AssignerParams
 from .errors import ModelIntegrityError
 
-__all__ = ["Assigner", "NumpyAssigner", "OnnxAssigner", "model_space", "numpy_assign"]
+__all__ = [
+    "Assigner",
+    "NumpyAssigner",
+    "OnnxAssigner",
+    "import_onnxruntime",
+    "model_space",
+    "numpy_assign",
+]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -109,9 +117,29 @@ class NumpyAssigner:
         return numpy_assign(self._params, rows)
 
 
+def import_onnxruntime() -> Any:
+    """Import onnxruntime with its telemetry off.
+
+    onnxruntime 1.31 otherwise writes a persistent device id and queued
+    telemetry events (OS, CPU model, paths) under ``~/.cache/Microsoft`` and the
+    temp folder as soon as it is imported. A privacy-first SDK does not let its
+    runtime do that; the variable only matters before the first import.
+
+    Returns:
+        The ``onnxruntime`` module.
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def session_options() -> Any:
     """Onnxruntime options for a device: one thread, no spinning, sequential."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -140,8 +168,7 @@ class OnnxAssigner:
             ModelIntegrityError: onnxruntime rejects the graph or its signature
                 (inputs, outputs, widths) differs from the manifest.
         """
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         width, k = len(params.lower), len(params.centroids)
         self._lower = np.asarray(params.lower, dtype=np.float64)
         self._upper = np.asarray(params.upper, dtype=np.float64)

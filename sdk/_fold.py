@@ -35,7 +35,15 @@ import numpy.typing as npt
 from ._spec import SECONDS_PER_DAY, Feature, FeatureSpec
 from .errors import InputError, StoreCorruptError
 
-__all__ = ["FoldPlan", "FoldState", "PropertyValue", "check_event", "decay_rate", "distinct_key"]
+__all__ = [
+    "FoldPlan",
+    "FoldState",
+    "PropertyValue",
+    "check_event",
+    "decay_rate",
+    "distinct_key",
+    "numeric_property",
+]
 
 PropertyValue = float | int | str | None
 _LN2: Final = math.log(2.0)
@@ -228,14 +236,14 @@ class FoldState:
             elif prop is not None and props.get(prop) is not None:
                 self._remember(slot.distinct, distinct_key(props[prop]), at)
             return
-        raw = props.get(prop) if prop is not None else None
-        if prop is not None and raw is None:
-            return  # the event lacks the property: it does not enter sum or mean
+        number = numeric_property(props.get(prop)) if prop is not None else None
+        if prop is not None and number is None:
+            return  # no usable number: the event does not enter this sum or mean
         for index in slot.counts:
             self._add(index, 1.0, at)
-        if raw is not None:
+        if number is not None:
             for index in slot.sums:
-                self._add(index, float(raw), at)
+                self._add(index, number, at)
 
     def _add(self, index: int, amount: float, at: float) -> None:
         """Add ``amount`` at time ``at`` to one decayed accumulator (exact in any order)."""
@@ -296,6 +304,11 @@ class FoldState:
         count = self._blend(slot.counts, at)
         if agg == "count":
             return count
+        if len(slot.sums) == 1:
+            # Sum and count share one anchor, so the decay cancels: exact even when
+            # both would underflow at ``at`` (a user away for 1,000+ half-lives).
+            base = self.values[slot.counts[0]]
+            return self.values[slot.sums[0]] / base if base > 0.0 else 0.0
         return total / count if count > 0.0 else 0.0
 
     def _blend(self, indices: tuple[int, ...], at: float) -> float:
@@ -318,6 +331,26 @@ class FoldState:
             rate = decay_rate(half_life)
             total += mix * math.fsum(math.exp(-rate * (at - t)) for t in seen.values())
         return total
+
+
+def numeric_property(value: PropertyValue) -> float | None:
+    """The number a sum or mean reads from a property value (device and trainer).
+
+    Args:
+        value: a number, a str or None.
+
+    Returns:
+        The finite float it denotes (numeric strings are parsed), or None when
+        it is absent, not a number, NaN or infinite: such an event does not
+        enter the sum or mean.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def distinct_key(value: PropertyValue) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from ._assign import Assigner, NumpyAssigner, OnnxAssigner
+from ._assign import Assigner, NumpyAssigner, OnnxAssigner, import_onnxruntime
 from ._bundle import VerifiedBundle, bundle_source, verify_bundle
 from ._explain import Reason, explain_margin
 from ._fold import FoldPlan
@@ -84,7 +84,7 @@ def load_assigner(verified: VerifiedBundle, backend: str = "auto") -> Assigner:
         raise InputError(f"backend must be 'auto', 'onnxruntime' or 'numpy', got {backend!r}")
     if backend != "numpy":
         try:
-            import onnxruntime  # noqa: F401
+            import_onnxruntime()
         except ImportError:
             if backend == "onnxruntime":
                 raise InputError("backend 'onnxruntime' requested but onnxruntime is not"

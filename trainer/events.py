@@ -100,7 +100,9 @@ def _read_table(path: Path) -> dict[str, list[Any]]:
         if path.suffix == ".parquet":
             table = pq.read_table(path)
         else:
-            options = pacsv.ConvertOptions(strings_can_be_null=True)
+            # Only an empty cell is missing: "NaN", "NA" or "null" are values we judge.
+            options = pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""],
+                                           quoted_strings_can_be_null=False)
             table = pacsv.read_csv(path, convert_options=options)
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise InputError(f"cannot read {path.name} as CSV or Parquet: {exc}") from None

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import Feature, FeatureSpec, InputError
-from edgepersona.sdk._fold import decay_rate, distinct_key
+from edgepersona.sdk._fold import decay_rate, distinct_key, numeric_property
 from edgepersona.sdk._spec import SECONDS_PER_DAY
 
 from .events import EventLog
@@ -80,11 +80,19 @@ def _feature_column(log: EventLog, feature: Feature, mask: npt.NDArray[np.bool_]
         present = np.array([c is not None and not _is_nan(c) for c in cells], dtype=bool)
         keys = np.array([_key(c) for c in cells[present]], dtype=str)
         return _distinct(feature, users[present], times[present], keys, n, reference, cap)
-    weights = _kernel(feature, reference - times)
+    values = np.ones(len(times))
     if feature.property is not None:
         values = _numeric(raw[mask] if raw is not None else None, len(times))
         present = np.isfinite(values)
-        users, weights, values = users[present], weights[present], values[present]
+        users, times, values = users[present], times[present], values[present]
+    anchor = np.full(len(times), reference)
+    if feature.aggregate == "mean" and len(feature.window.components()) == 1:
+        # As on the device: decay from each user's latest event, where it cancels in
+        # the ratio, so a user away for 1,000+ half-lives does not underflow to 0/0.
+        latest = np.full(n, -np.inf)
+        np.maximum.at(latest, users, times)
+        anchor = latest[users]
+    weights = _kernel(feature, anchor - times)
     count = np.bincount(users, weights=weights, minlength=n).astype(np.float64)
     if feature.aggregate == "count":
         return count
@@ -116,10 +124,9 @@ def _numeric(raw: npt.NDArray[Any] | None, n: int) -> F64:
         return raw.astype(np.float64)
     out = np.full(n, np.nan)
     for i, cell in enumerate(raw):
-        try:
-            out[i] = float(cell)
-        except (TypeError, ValueError):
-            continue
+        number = numeric_property(cell) if not isinstance(cell, bool) else None
+        if number is not None:
+            out[i] = number
     return out
 
 

@@ -15,6 +15,11 @@ from .events import EventLog
 __all__ = ["replay_on_device"]
 
 
+def _cell(value: object) -> object:
+    """A log cell as a property: NaN (a missing Parquet number) means absent."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def replay_on_device(plan: FoldPlan, log: EventLog, at: float | None = None,
                      order: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float64]:
     """Fold every user's events one at a time, as each device would, and evaluate.
@@ -39,6 +44,6 @@ def replay_on_device(plan: FoldPlan, log: EventLog, at: float | None = None,
             continue
         value = float(values[i])
         props = check_event(str(log.event[i]), None if math.isnan(value) else value, when,
-                            {n: log.properties[n][i] for n in names})
+                            {n: _cell(log.properties[n][i]) for n in names})
         states[int(log.user[i])].fold(str(log.event[i]), when, props)
     return np.vstack([s.evaluate(reference) for s in states])

@@ -12,6 +12,7 @@ leak under differential privacy, so declare them before a real release.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = ["suggest_spec", "suggest_table_spec"]
 _MAX_EVENT_TYPES = 6
 _MIN_EVENT_SHARE = 0.01
 _WIDE = (0.0, 1e300)
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def _window(log: EventLog) -> Window:
@@ -37,16 +39,35 @@ def _window(log: EventLog) -> Window:
     return Window.blend((0.6, short), (0.4, long))
 
 
+def _slug(text: str) -> str:
+    """A valid feature-name fragment from any event or column name (ASCII, no leading digit)."""
+    ascii_text = text.lower().encode("ascii", "ignore").decode("ascii")
+    slug = "_".join(part for part in "".join(c if c.isalnum() else " " for c in ascii_text).split())
+    return (slug if slug and not slug[0].isdigit() else f"f_{slug}")[:40]
+
+
+def _unique(features: list[Feature]) -> list[Feature]:
+    """Rename features whose names collide after slugging (``_2``, ``_3``, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for feature in features:
+        seen[feature.name] = seen.get(feature.name, 0) + 1
+        if seen[feature.name] > 1:
+            feature = feature.model_copy(update={"name": f"{feature.name}_{seen[feature.name]}"})
+        out.append(feature)
+    return out
+
+
 def _draft_features(log: EventLog) -> list[Feature]:
     """Features with placeholder bounds; bounds are filled from the data afterwards."""
     window = _window(log)
     counts = Counter(log.event.tolist())
     frequent = [e for e, c in counts.most_common(_MAX_EVENT_TYPES)
-                if c >= _MIN_EVENT_SHARE * len(log.event)]
+                if c >= _MIN_EVENT_SHARE * len(log.event) and len(e) <= 128]
     features: list[Feature] = []
     values = log.properties["value"]
     for event in frequent:
-        slug = "".join(ch if ch.isalnum() else "_" for ch in event.lower())[:40] or "event"
+        slug = _slug(event)
         features.append(Feature(name=f"{slug}_count", event=event, aggregate="count",
                                 window=window, transform="log1p", bounds=_WIDE,
                                 label=f"'{event}' events", high_name=f"Frequent '{event}'",
@@ -63,8 +84,8 @@ def _draft_features(log: EventLog) -> list[Feature]:
                                     high_name=f"Big-ticket '{event}'",
                                     low_name=f"Small-ticket '{event}'"))
     top = frequent[0] if frequent else "*"
-    for prop in sorted(p for p in log.properties if p != "value"):
-        features.append(Feature(name=f"distinct_{prop}"[:64], event=top, property=prop,
+    for prop in sorted(p for p in log.properties if p != "value" and 0 < len(p) <= 64):
+        features.append(Feature(name=f"distinct_{_slug(prop)}", event=top, property=prop,
                                 aggregate="distinct", window=window, transform="log1p",
                                 bounds=_WIDE, label=f"distinct {prop} values",
                                 high_name=f"Many {prop} values", low_name=f"Few {prop} values"))
@@ -74,7 +95,7 @@ def _draft_features(log: EventLog) -> list[Feature]:
     features.append(Feature(name="days_since_last", event="*", aggregate="recency_days",
                             bounds=_WIDE, label="days since last activity",
                             high_name="Lapsed", low_name="Recently active"))
-    return features
+    return _unique(features)
 
 
 def _with_bounds(features: list[Feature], rows: npt.NDArray[np.float64]) -> FeatureSpec:
@@ -126,8 +147,10 @@ def suggest_table_spec(columns: dict[str, npt.NDArray[np.float64]]) -> FeatureSp
     Raises:
         InputError: there is no numeric column.
     """
+    columns = {n: v for n, v in columns.items() if _COLUMN_NAME.fullmatch(n)}
     if not columns:
-        raise InputError("the table has no numeric column to build features from")
+        raise InputError("the table has no numeric column whose name is a valid feature name"
+                         " (letters, digits, _; not starting with a digit)")
     features = []
     for name, values in columns.items():
         skewed = values.min() >= 0 and np.quantile(values, 0.99) > 10 * max(np.median(values), 1e-9)
