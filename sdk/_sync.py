@@ -59,6 +59,7 @@ __all__ = [
 
 _BATCH_HEAD = struct.Struct(">3sBH")  # magic, framing version, envelope count
 _LENGTH = struct.Struct(">I")
+_MAX_SLOT_BYTES = 65_535  # bytes; far above any envelope the SDK seals
 BATCH_MAGIC = b"EPB"
 _GLOBAL = EncryptedStore.GLOBAL
 _QUEUE = "sync_queue"
@@ -81,8 +82,10 @@ def encode_batch(envelopes: Sequence[bytes]) -> bytes:
     Raises:
         InputError: no envelopes, too many, or an empty one.
     """
-    if not 1 <= len(envelopes) <= 0xFFFF or any(not e for e in envelopes):
-        raise InputError(f"a batch holds 1..65535 non-empty envelopes, got {len(envelopes)}")
+    if not 1 <= len(envelopes) <= 0xFFFF:
+        raise InputError(f"a batch holds 1..65535 envelopes, got {len(envelopes)}")
+    if any(not 1 <= len(e) <= _MAX_SLOT_BYTES for e in envelopes):
+        raise InputError(f"every envelope in a batch must be 1..{_MAX_SLOT_BYTES} bytes")
     parts = [_BATCH_HEAD.pack(BATCH_MAGIC, 1, len(envelopes))]
     for envelope in envelopes:
         parts += [_LENGTH.pack(len(envelope)), envelope]
@@ -112,7 +115,7 @@ def decode_batch(body: bytes) -> list[bytes]:
             raise InputError(f"batch ends before envelope {index}'s length")
         (length,) = _LENGTH.unpack_from(body, offset)
         offset += _LENGTH.size
-        if length == 0 or offset + length > len(body):
+        if not 1 <= length <= _MAX_SLOT_BYTES or offset + length > len(body):
             raise InputError(f"envelope {index} declares an impossible length")
         envelopes.append(body[offset:offset + length])
         offset += length

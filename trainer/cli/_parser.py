@@ -102,4 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     quick.add_argument("--show", type=int, default=12, help="held-back users to list (12)")
     quick.set_defaults(handler=_quickstart.quickstart)
+
+    from . import _serve  # the collector service; FastAPI and uvicorn load only when it runs
+
+    serve = sub.add_parser("serve", help="run the collector: sealed sync in, approved bundles out")
+    serve.add_argument("--db", required=True, help="database URL, e.g. sqlite:///collector.db")
+    serve.add_argument("--collector-key", required=True, metavar="KEYFILE",
+                       help="collector private key file (or its folder)")
+    serve.add_argument("--bundles", required=True, metavar="DIR",
+                       help="folder of <model_id>-v<version>.zip bundles (or folders) to serve")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787, help="port to listen on (8787)")
+    serve.add_argument("--app-id", default="edgepersona", help="app id devices seal for (edgepersona)")
+    serve.add_argument("--replay-window-days", type=int, default=7,
+                       help="days a contribution stays acceptable and deduplicated (7)")
+    serve.add_argument("--max-body-bytes", type=int, default=65_536,
+                       help="largest sync request body in bytes (65536)")
+    serve.set_defaults(handler=_serve.serve)
     return root

@@ -1,0 +1,64 @@
+"""``edgepersona serve``: run the collector service with uvicorn.
+
+FastAPI and uvicorn are imported when the command runs (the ``server``
+extra), so the rest of the CLI works without them. Uvicorn's access log is
+off: it would record client addresses, which the collector never keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+
+__all__ = ["serve"]
+
+
+def _read_key(path: Path) -> bytes:
+    """The collector private key file (or the one in a key folder), warning if others can read it."""
+    from edgepersona.trainer.keys import COLLECTOR_PRIVATE_NAME
+
+    if path.is_dir():
+        path = path / COLLECTOR_PRIVATE_NAME
+    if os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(f"edgepersona: warning: {path} is readable by other users; chmod 600 it",
+              file=sys.stderr)
+    return path.read_bytes()
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``edgepersona serve``: open the store and the key, then serve until interrupted.
+
+    Args:
+        args: The parsed ``serve`` options.
+
+    Returns:
+        0 after a clean shutdown.
+
+    Raises:
+        InputError: The database URL, key file or bundles folder is unusable.
+        FileNotFoundError: The key file does not exist.
+    """
+    import uvicorn
+
+    from edgepersona.trainer.collector import CollectorConfig, create_app, open_store
+
+    key = _read_key(Path(args.collector_key))
+    config = CollectorConfig(app_id=args.app_id, bundles_dir=Path(args.bundles),
+                             replay_window_days=args.replay_window_days,
+                             max_body_bytes=args.max_body_bytes)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = open_store(args.db)
+    try:
+        app = create_app(config, collector_private_key=key, store=store)
+        versions = sorted(app.state.collector.accepted_versions())
+        logging.getLogger("edgepersona.trainer.collector").info(
+            "collector for app id %r: accepting model versions %s; listening on http://%s:%d",
+            config.app_id, versions or "none yet", args.host, args.port)
+        uvicorn.run(app, host=args.host, port=args.port, access_log=False, server_header=False)
+    finally:
+        store.close()
+    return 0

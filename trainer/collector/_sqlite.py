@@ -1,0 +1,295 @@
+"""The SQLite aggregate store: the collector's embedded default.
+
+One connection, WAL journal, ``synchronous=FULL`` (an acknowledged
+contribution survives power loss), writes serialised by a lock and each
+:meth:`SqliteAggregateStore.add_increments` call wrapped in ``BEGIN
+IMMEDIATE … COMMIT``. The schema is versioned in ``schema_migrations``;
+migrations run in order, each in its own transaction, on open.
+
+Schema, version 1 (feature vectors are little-endian float64 blobs)::
+
+    schema_migrations(version INTEGER PK, description TEXT)
+    model_widths(model_version INTEGER PK, feature_count INTEGER)
+    aggregates(model_version, persona_index, day_bucket  -- composite PK
+               count INTEGER, sums BLOB, sumsq BLOB)
+    dedupe_ledger(ledger_key BLOB PK, day_bucket INTEGER)  -- indexed by day
+
+No table has a column for a pseudonym, a sequence number, a device or a time
+finer than a day.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from edgepersona.sdk import SchemaError
+
+from ._aggregates import (
+    AddResult,
+    DailyAggregate,
+    FloatVector,
+    Increment,
+    PersonaAggregate,
+    freeze,
+    summed,
+)
+
+__all__ = ["SqliteAggregateStore"]
+
+_VECTOR: Final = np.dtype("<f8")
+_MIGRATIONS: Final = (
+    (1, "model widths, aggregates per (model version, persona, day) and the dedupe ledger", (
+        "CREATE TABLE model_widths (model_version INTEGER PRIMARY KEY,"
+        " feature_count INTEGER NOT NULL CHECK (feature_count > 0))",
+        "CREATE TABLE aggregates (model_version INTEGER NOT NULL, persona_index INTEGER NOT NULL,"
+        " day_bucket INTEGER NOT NULL, count INTEGER NOT NULL CHECK (count > 0),"
+        " sums BLOB NOT NULL, sumsq BLOB NOT NULL,"
+        " PRIMARY KEY (model_version, persona_index, day_bucket)) WITHOUT ROWID",
+        "CREATE TABLE dedupe_ledger (ledger_key BLOB PRIMARY KEY, day_bucket INTEGER NOT NULL)"
+        " WITHOUT ROWID",
+        "CREATE INDEX dedupe_ledger_by_day ON dedupe_ledger (day_bucket)",
+    )),
+)
+_UPSERT: Final = (
+    "INSERT INTO aggregates (model_version, persona_index, day_bucket, count, sums, sumsq)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model_version, persona_index, day_bucket)"
+    " DO UPDATE SET count = excluded.count, sums = excluded.sums, sumsq = excluded.sumsq")
+
+
+@dataclass
+class _Cell:
+    """One aggregate cell being updated inside a transaction (written once at the end)."""
+
+    count: int
+    sums: FloatVector
+    sumsq: FloatVector
+    dirty: bool = field(default=False)
+
+
+class SqliteAggregateStore:
+    """Aggregates and the dedupe ledger in one SQLite file (see the module docstring).
+
+    Args:
+        path: The database file (created with mode 0600 if missing), or
+            ``":memory:"`` for a throw-away store.
+
+    Raises:
+        SchemaError: The file's schema is newer than this code knows.
+        sqlite3.DatabaseError: The file is not a usable SQLite database.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        if self._path != ":memory:" and not Path(self._path).exists():
+            os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        """The database file (``":memory:"`` for an in-memory store)."""
+        return self._path
+
+    def schema_version(self) -> int:
+        """The latest migration applied to this database.
+
+        Returns:
+            The schema version (0 for an empty database).
+        """
+        with self._lock:
+            return self._applied_version()
+
+    def _applied_version(self) -> int:
+        """Read the schema version; the caller holds the lock."""
+        row = self._conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0])
+
+    def _migrate(self) -> None:
+        """Apply pending migrations in order, each in its own transaction."""
+        with self._lock:
+            self._conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations"
+                               " (version INTEGER PRIMARY KEY, description TEXT NOT NULL)")
+            known = _MIGRATIONS[-1][0]
+            if (current := self._applied_version()) > known:
+                raise SchemaError(f"collector database {self._path} has schema version {current},"
+                                  f" newer than this edgepersona knows ({known}); upgrade edgepersona")
+            for version, description, statements in _MIGRATIONS:
+                with self._transaction():
+                    if self._applied_version() >= version:
+                        continue
+                    for statement in statements:
+                        self._conn.execute(statement)
+                    self._conn.execute("INSERT INTO schema_migrations VALUES (?, ?)",
+                                       (version, description))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception; lock held by caller."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def add_increments(self, increments: Sequence[Increment], *, purge_before_day: int
+                       ) -> list[AddResult]:
+        """Purge expired ledger keys, then add increments; one transaction.
+
+        Args:
+            increments: In order; a key repeated within the call is a duplicate.
+            purge_before_day: Ledger keys of day buckets below this are deleted.
+
+        Returns:
+            One result per increment, in order.
+
+        Raises:
+            sqlite3.Error: The transaction failed; nothing of it was written.
+        """
+        with self._lock, self._transaction():
+            self._conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < ?", (purge_before_day,))
+            widths: dict[int, int] = {}
+            cells: dict[tuple[int, int, int], _Cell] = {}
+            results = [self._add_one(increment, widths, cells) for increment in increments]
+            self._conn.executemany(_UPSERT, [
+                (*key, cell.count, cell.sums.tobytes(), cell.sumsq.tobytes())
+                for key, cell in cells.items() if cell.dirty])
+        return results
+
+    def _add_one(self, increment: Increment, widths: dict[int, int],
+                 cells: dict[tuple[int, int, int], _Cell]) -> AddResult:
+        """Record one increment in the ledger and its cell; inside the transaction."""
+        width = self._width(increment.model_version, widths)
+        features = np.array(increment.features, dtype=_VECTOR)
+        if width is not None and width != len(features):
+            return AddResult.WIDTH_CONFLICT
+        inserted = self._conn.execute(
+            "INSERT INTO dedupe_ledger (ledger_key, day_bucket) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (increment.ledger_key, increment.day_bucket)).rowcount
+        if inserted == 0:
+            return AddResult.DUPLICATE
+        if width is None:
+            self._conn.execute("INSERT INTO model_widths VALUES (?, ?)",
+                               (increment.model_version, len(features)))
+            widths[increment.model_version] = len(features)
+        key = (increment.model_version, increment.persona_index, increment.day_bucket)
+        cell = cells.get(key) or self._load_cell(key, len(features))
+        cells[key] = cell
+        cell.count, cell.dirty = cell.count + 1, True
+        cell.sums += features
+        cell.sumsq += features * features
+        return AddResult.ADDED
+
+    def _width(self, model_version: int, widths: dict[int, int]) -> int | None:
+        """The stored feature count of a model version (cached for this transaction)."""
+        if model_version not in widths:
+            row = self._conn.execute("SELECT feature_count FROM model_widths WHERE model_version = ?",
+                                     (model_version,)).fetchone()
+            if row is None:
+                return None
+            widths[model_version] = int(row[0])
+        return widths[model_version]
+
+    def _load_cell(self, key: tuple[int, int, int], width: int) -> _Cell:
+        """The stored cell, or an empty one, as writable arrays."""
+        row = self._conn.execute(
+            "SELECT count, sums, sumsq FROM aggregates"
+            " WHERE model_version = ? AND persona_index = ? AND day_bucket = ?", key).fetchone()
+        if row is None:
+            return _Cell(0, np.zeros(width), np.zeros(width))
+        return _Cell(int(row[0]), np.frombuffer(row[1], dtype=_VECTOR).astype(np.float64),
+                     np.frombuffer(row[2], dtype=_VECTOR).astype(np.float64))
+
+    def aggregates(self, model_version: int, *, first_day: int | None = None,
+                   last_day: int | None = None) -> dict[int, PersonaAggregate]:
+        """Per-persona aggregates summed over the day buckets in a range.
+
+        Args:
+            model_version: The model version.
+            first_day: The first day bucket included (default: all).
+            last_day: The last day bucket included (default: all).
+
+        Returns:
+            Persona index → aggregate, for personas with contributions.
+        """
+        return summed(self.daily_aggregates(model_version, first_day=first_day, last_day=last_day))
+
+    def daily_aggregates(self, model_version: int, *, first_day: int | None = None,
+                         last_day: int | None = None) -> list[DailyAggregate]:
+        """Per-(persona, day) aggregates, for refits that weigh days differently.
+
+        Args:
+            model_version: The model version.
+            first_day: The first day bucket included (default: all).
+            last_day: The last day bucket included (default: all).
+
+        Returns:
+            The cells, ordered by day bucket then persona index.
+        """
+        low = -1 if first_day is None else first_day
+        high = 2**32 if last_day is None else last_day
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT day_bucket, persona_index, count, sums, sumsq FROM aggregates"
+                " WHERE model_version = ? AND day_bucket BETWEEN ? AND ?"
+                " ORDER BY day_bucket, persona_index", (model_version, low, high)).fetchall()
+        return [DailyAggregate(int(day), int(persona), PersonaAggregate(
+                    int(count), freeze(np.frombuffer(sums, dtype=_VECTOR)),
+                    freeze(np.frombuffer(sumsq, dtype=_VECTOR))))
+                for day, persona, count, sums, sumsq in rows]
+
+    def model_versions(self) -> list[int]:
+        """Model versions that have aggregates, ascending.
+
+        Returns:
+            The versions.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT model_version FROM aggregates ORDER BY model_version").fetchall()
+        return [int(row[0]) for row in rows]
+
+    def ledger_size(self) -> int:
+        """Number of ledger keys held.
+
+        Returns:
+            The count.
+        """
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM dedupe_ledger").fetchone()[0])
+
+    def purge_ledger(self, *, before_day: int) -> int:
+        """Delete ledger keys of day buckets below ``before_day``.
+
+        Args:
+            before_day: The oldest day bucket kept.
+
+        Returns:
+            How many keys were deleted.
+        """
+        with self._lock, self._transaction():
+            return self._conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < ?",
+                                      (before_day,)).rowcount
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the connection."""
+        with self._lock:
+            self._conn.close()

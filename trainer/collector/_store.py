@@ -1,0 +1,46 @@
+"""Opening an aggregate store from a database URL (``--db``).
+
+Supported URLs::
+
+    sqlite:///relative/path.db     a file relative to the working directory
+    sqlite:////absolute/path.db    an absolute path (four slashes, as SQLAlchemy)
+    sqlite:///:memory:             a throw-away in-memory store (tests, demos)
+
+PostgreSQL (``postgresql://``) is the planned scale-out backend: it plugs in
+as another :class:`~edgepersona.trainer.collector.AggregateStore`.
+"""
+
+from __future__ import annotations
+
+from edgepersona.sdk import InputError
+
+from ._aggregates import AggregateStore
+from ._sqlite import SqliteAggregateStore
+
+__all__ = ["open_store"]
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def open_store(url: str) -> AggregateStore:
+    """Open (creating and migrating if needed) the store a URL names.
+
+    Args:
+        url: A database URL (see the module docstring).
+
+    Returns:
+        The store; the caller closes it.
+
+    Raises:
+        InputError: The URL has an unsupported scheme or no path.
+        SchemaError: The database's schema is newer than this code knows.
+    """
+    if not isinstance(url, str):
+        raise InputError(f"the database URL must be a str, got {type(url).__name__}")
+    if url.startswith(_SQLITE_PREFIX) and len(url) > len(_SQLITE_PREFIX):
+        return SqliteAggregateStore(url[len(_SQLITE_PREFIX):])
+    scheme = url.partition(":")[0]
+    if scheme in {"postgres", "postgresql"}:
+        raise InputError("PostgreSQL is not supported yet; use sqlite:///PATH for now")
+    raise InputError(f"unsupported database URL scheme {scheme!r} (URL not shown: it may hold a"
+                     " password); expected sqlite:///PATH, or sqlite:////abs/path.db")
