@@ -28,12 +28,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Literal, Self
 
 from ._assign import model_space
 from ._fold import FoldState, PropertyValue, check_event
 from ._keystore import KeyProvider
 from ._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
+from ._rotation import dump_trust, load_trust
 from ._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
 from ._store import EncryptedStore
 from .errors import InputError, StoreCorruptError
@@ -43,6 +45,7 @@ __all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
 _GLOBAL = EncryptedStore.GLOBAL
 _STATE = "fold_state"
 _TRUSTED = "trusted_version"
+_KEYS = "trusted_keys"
 _SECRET = "pseudonym_secret"  # noqa: S105 - a record name, not a secret
 
 
@@ -111,7 +114,10 @@ class PersonaClient:
 
         Args:
             bundle: the bundle to run (folder, ``.zip``, bytes or mapping).
-            trusted_keys: public keys accepted as bundle signers.
+            trusted_keys: public keys accepted as bundle signers. After a key
+                rotation (:meth:`rotate_key`) the store's rotated keys are
+                trusted too, and a key a rotation revoked is not, even if
+                listed here.
             store: path of the encrypted store file (its folder must exist).
             key_provider: where the store's master key lives (the app keystore).
             options: input rules and cache size.
@@ -128,9 +134,12 @@ class PersonaClient:
         opts = options or ClientOptions()
         db = EncryptedStore.open(store, key_provider)
         try:
+            trust = load_trust(trusted_keys, db.get(_GLOBAL, _KEYS))  # type: ignore[arg-type]
             trusted = _read_int(db.get(_GLOBAL, _TRUSTED))
-            runtime = PersonaRuntime.open(bundle, trusted_keys=trusted_keys, min_version=trusted,
-                                          backend=opts.backend)
+            runtime = PersonaRuntime.open(bundle, trusted_keys=trust.keys.values(),
+                                          min_version=trusted, backend=opts.backend,
+                                          now=_utc(clock()))
+            runtime._trusted = trust  # keeps the revoked ids and counter for rotate_key
             if runtime.version > trusted:
                 db.put(_GLOBAL, _TRUSTED, str(runtime.version).encode())
             secret = db.get(_GLOBAL, _SECRET)
@@ -315,9 +324,36 @@ class PersonaClient:
             ModelIntegrityError: failed verification; the old bundle stays active.
         """
         with self._lock:
-            version = self._runtime.update(bundle)
+            version = self._runtime.update(bundle, now=_utc(self._clock()))
             self._store.put(_GLOBAL, _TRUSTED, str(version).encode())
             return version
+
+    def rotate_key(self, statement: bytes) -> tuple[str, ...]:
+        """Trust a new bundle signing key through a statement signed by the old one.
+
+        The rotated key set is persisted before it is used, so after a restart
+        the device trusts the new key and never again the retired one (see
+        :mod:`edgepersona.sdk._rotation`). The active bundle stays active;
+        update to a bundle signed by the new key next.
+
+        Args:
+            statement: the file written by ``edgepersona keys rotate``.
+
+        Returns:
+            The ids of the keys now trusted.
+
+        Raises:
+            UntrustedKeyError: no currently trusted key signed the statement.
+            RollbackError: the statement is not newer than the last applied one.
+            ModelIntegrityError: the statement is malformed, badly signed or expired.
+            StoreError: the rotated keys could not be persisted; nothing changed.
+        """
+        with self._lock:
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            rotated = self._runtime._trusted.rotate(statement, now=now)
+            self._store.put(_GLOBAL, _KEYS, dump_trust(rotated))
+            self._runtime._trusted = rotated  # PersonaRuntime has no public way to swap keys
+            return rotated.ids
 
     def pseudonym(self, *, subject: str = "me", domain: PseudonymDomain = "sync",
                   at: float | None = None) -> Pseudonym:
@@ -366,6 +402,11 @@ class PersonaClient:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _utc(seconds: float) -> datetime:
+    """The client's clock as an aware datetime (bundle expiry is checked against it)."""
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _read_int(raw: bytes | None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _commands, _quickstart
+from . import _commands, _dynamic, _quickstart
 
 __all__ = ["build_parser"]
 
@@ -96,11 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     _columns(assign)
     assign.set_defaults(handler=_commands.assign)
 
+    refit = sub.add_parser("refit", help="refit personas from collector aggregates (new version)")
+    refit.add_argument("--db", required=True, help="collector database URL, e.g. sqlite:///collector.db")
+    refit.add_argument("--previous", required=True, help="the bundle devices assigned with")
+    refit.add_argument("--key", required=True, help="signing key file or folder")
+    refit.add_argument("--out", help="bundle folder to create (default: <model>-v<N> beside --previous)")
+    refit.add_argument("--k-min", type=int, default=10, help="fewest contributions per persona (10)")
+    refit.add_argument("--drift-threshold", type=float, default=0.15,
+                       help="relative centroid move or share change that needs review (0.15)")
+    refit.add_argument("--days", type=int, help="use only the last N days of contributions")
+    refit.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
+    _trusted(refit)
+    refit.set_defaults(handler=_dynamic.refit)
+
+    approve = sub.add_parser("approve", help="publish a refit held back by the drift gate")
+    approve.add_argument("bundle", help="the refit's bundle folder")
+    approve.set_defaults(handler=_dynamic.approve)
+
     quick = sub.add_parser("quickstart", help="train, sign, verify and assign on bundled data")
     quick.add_argument("--dir", help="work folder (default: a new temporary folder)")
     quick.add_argument("--k", default="auto", help="number of personas or 'auto'")
     quick.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     quick.add_argument("--show", type=int, default=12, help="held-back users to list (12)")
+    quick.add_argument("--dynamic", action="store_true",
+                       help="the whole sync loop: gateways, collector, refit, drift gate, update")
+    quick.add_argument("--customers", type=int, default=300,
+                       help="with --dynamic: customers served by the simulated gateways (300)")
     quick.set_defaults(handler=_quickstart.quickstart)
 
     from . import _serve  # the collector service; FastAPI and uvicorn load only when it runs

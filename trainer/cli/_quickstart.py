@@ -52,6 +52,8 @@ def quickstart(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     work = _work_folder(args.dir)
+    if args.dynamic:
+        return _dynamic(work, args, started)
     console.print(f"[bold]edgepersona quickstart[/] — writing only in {work}")
     private, public, kid = generate_signing_key(work / "keys")
     log = read_event_log(_dataset("retail_events.csv.gz"))
@@ -95,3 +97,14 @@ def quickstart(args: argparse.Namespace) -> int:
     console.print(f"done in {time.perf_counter() - started:.1f} s; everything is in {work}")
     return 0
 
+
+
+def _dynamic(work: Path, args: argparse.Namespace, started: float) -> int:
+    """``quickstart --dynamic``: devices, sync, refit, drift report, update."""
+    from edgepersona.trainer.dynamic_loop import run_dynamic_loop
+
+    console.print(f"[bold]edgepersona quickstart --dynamic[/] — writing only in {work}")
+    run_dynamic_loop(work, customers=args.customers, seed=args.seed,
+                     say=lambda line: console.print(line, markup=False))
+    console.print(f"done in {time.perf_counter() - started:.1f} s; everything is in {work}")
+    return 0

@@ -22,6 +22,7 @@ from ._app import create_app
 from ._bundles import HOLD_MARKERS, BundleArchive, BundleShelf, ModelShape, ShelvedBundle
 from ._collector import Collector, CollectorConfig, SyncReport, check_contribution, ledger_key
 from ._framing import BATCH_MAGIC, FramingError, encode_batch, split_body
+from ._loopback import LoopbackServer
 from ._outcomes import EnvelopeStatus, Outcome
 from ._sqlite import SqliteAggregateStore
 from ._store import open_store
@@ -39,6 +40,7 @@ __all__ = [
     "EnvelopeStatus",
     "FramingError",
     "Increment",
+    "LoopbackServer",
     "ModelShape",
     "Outcome",
     "PersonaAggregate",
