@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _commands, _dynamic, _quickstart
+from . import _commands, _dynamic, _quickstart, _report
 
 __all__ = ["build_parser"]
 
@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     approve = sub.add_parser("approve", help="publish a refit held back by the drift gate")
     approve.add_argument("bundle", help="the refit's bundle folder")
     approve.set_defaults(handler=_dynamic.approve)
+
+    report = sub.add_parser("report", help="write a verified bundle as a self-contained HTML page")
+    report.add_argument("bundle", help="bundle folder or .zip")
+    report.add_argument("--previous", metavar="BUNDLE",
+                        help="the previous version (folder or .zip), to show what changed")
+    report.add_argument("--html", required=True, metavar="OUT.html", help="the HTML file to write")
+    _trusted(report)
+    report.set_defaults(handler=_report.report)
 
     quick = sub.add_parser("quickstart", help="train, sign, verify and assign on bundled data")
     quick.add_argument("--dir", help="work folder (default: a new temporary folder)")
