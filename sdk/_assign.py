@@ -152,6 +152,75 @@ def session_options() -> Any:
     return options
 
 
+# Where a TensorProto can sit in an ONNX ModelProto: message -> {field number: message}
+# (onnx.proto); a "tensor"'s fields 13 and 14 are external_data and data_location.
+_TENSOR_PATHS = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+
+
+def _refuse_external_data(model: bytes) -> None:
+    """Refuse a graph with any tensor stored outside it, before onnxruntime parses it.
+
+    onnxruntime resolves the external data of a graph loaded from bytes against
+    the working directory (before 1.24 it also let ``..`` and absolute paths
+    through), so a signed graph could make the device read any file. Bundles are
+    self-contained by contract; this walks the protobuf wire format down to every
+    tensor (initializers, node attributes, sub-graphs, functions, sparse tensors).
+    Bytes that are not protobuf at all are left to onnxruntime, which refuses them.
+    """
+    external = ModelIntegrityError(
+        "the bundle's graph keeps tensor data outside itself (external data); bundles must be"
+        " self-contained: re-export it with `edgepersona train`")
+    stack, view = [("model", 0, len(model))], memoryview(model)
+    try:
+        while stack:
+            kind, pos, end = stack.pop()
+            while pos < end:
+                tag, pos = _varint(view, pos)
+                field, wire = tag >> 3, tag & 7
+                if kind == "tensor" and (field == 13 or (field == 14 and wire != 0)):
+                    raise external
+                if wire == 0:
+                    value, pos = _varint(view, pos)
+                    if kind == "tensor" and field == 14 and value != 0:
+                        raise external
+                elif wire in (1, 5):
+                    pos += 8 if wire == 1 else 4
+                elif wire == 2:
+                    size, pos = _varint(view, pos)
+                    child = _TENSOR_PATHS.get(kind, {}).get(field)
+                    if child is not None:
+                        stack.append((child, pos, pos + size))
+                    pos += size
+                elif wire in (3, 4):  # groups: valid protobuf, but no ONNX writer emits them
+                    raise external
+                else:
+                    return
+                if pos > end:
+                    return
+    except (ValueError, IndexError):  # an unterminated varint: not protobuf
+        return
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    """One protobuf varint (at most 10 bytes) at ``pos``: (value, next position)."""
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+    raise ValueError("varint")
+
+
 class OnnxAssigner:
     """Runs the verified ONNX graph; single rows go through preallocated I/O bindings."""
 
@@ -165,9 +234,10 @@ class OnnxAssigner:
             params: the manifest's assigner parameters (widths and bounds).
 
         Raises:
-            ModelIntegrityError: onnxruntime rejects the graph or its signature
-                (inputs, outputs, widths) differs from the manifest.
+            ModelIntegrityError: the graph uses external data, onnxruntime rejects
+                it, or its signature (inputs, outputs, widths) differs from the manifest.
         """
+        _refuse_external_data(model_bytes)
         ort = import_onnxruntime()
         width, k = len(params.lower), len(params.centroids)
         self._lower = np.asarray(params.lower, dtype=np.float64)
