@@ -49,45 +49,49 @@ def build_onnx(params: AssignerParams, *, model_id: str, version: int) -> bytes:
     def const(name: str, value: np.ndarray) -> onnx.TensorProto:
         return numpy_helper.from_array(value, name)
 
+    mean_scaled = np.asarray(params.center) * np.asarray(params.scale)
+    has_log = any(params.log1p)
     init = [
         const("lower", np.asarray(params.lower, dtype=f32)),
         const("upper", np.asarray(params.upper, dtype=f32)),
-        const("center", np.asarray(params.center, dtype=f32)),
         const("scale", np.asarray(params.scale, dtype=f32)),
-        const("centroids", np.asarray(params.centroids, dtype=f32)[None, :, :]),
-        const("log_mask", np.asarray(params.log1p, dtype=bool)),
+        # centroids shifted by center*scale: z - c = t*scale - (c + center*scale)
+        const("centroids", (np.asarray(params.centroids) + mean_scaled).astype(f32)[None, :, :]),
         const("one", np.array([1.0], dtype=f32)),
-        const("zero", np.array([0.0], dtype=f32)),
         const("tiny", np.array([1e-12], dtype=f32)),
         const("axis1", np.array([1], dtype=np.int64)),
         const("axis2", np.array([2], dtype=np.int64)),
         const("top2", np.array([2], dtype=np.int64)),
-        const("start0", np.array([0], dtype=np.int64)),
+        const("first", np.array(0, dtype=np.int64)),
+        const("second", np.array(1, dtype=np.int64)),
     ]
     n = helper.make_node
     nodes = [
         n("Max", [INPUT_NAME, "lower"], ["floored"]),
         n("Min", ["floored", "upper"], ["clipped"]),
-        n("Add", ["clipped", "one"], ["plus_one"]),
-        n("Log", ["plus_one"], ["logged"]),
-        n("Where", ["log_mask", "logged", "clipped"], ["transformed"]),
-        n("Sub", ["transformed", "center"], ["centered"]),
-        n("Mul", ["centered", "scale"], ["z"]),
-        n("Unsqueeze", ["z", "axis1"], ["z3"]),
+    ]
+    if has_log:
+        init.append(const("log_mask", np.asarray(params.log1p, dtype=bool)))
+        nodes += [
+            n("Add", ["clipped", "one"], ["plus_one"]),
+            n("Log", ["plus_one"], ["logged"]),
+            n("Where", ["log_mask", "logged", "clipped"], ["transformed"]),
+        ]
+    nodes += [
+        n("Mul", ["transformed" if has_log else "clipped", "scale"], ["scaled"]),
+        n("Unsqueeze", ["scaled", "axis1"], ["z3"]),
         n("Sub", ["z3", "centroids"], ["diff"]),
         n("Mul", ["diff", "diff"], ["squares"]),
         n("ReduceSum", ["squares", "axis2"], ["d2"], keepdims=0),
         n("Sqrt", ["d2"], [OUTPUT_NAMES[1]]),
         n("TopK", [OUTPUT_NAMES[1], "top2"], ["near_d", "near_i"], axis=1, largest=0, sorted=1),
-        n("Slice", ["near_i", "start0", "axis1", "axis1"], ["first_i"]),
-        n("Squeeze", ["first_i", "axis1"], [OUTPUT_NAMES[0]]),
-        n("Split", ["near_d"], ["d_first", "d_second"], axis=1),
+        n("Gather", ["near_i", "first"], [OUTPUT_NAMES[0]], axis=1),
+        n("Gather", ["near_d", "first"], ["d_first"], axis=1),
+        n("Gather", ["near_d", "second"], ["d_second"], axis=1),
+        # d1 <= d2 (TopK sorts), so the ratio is in [0, 1] without clamping.
         n("Max", ["d_second", "tiny"], ["d_second_safe"]),
         n("Div", ["d_first", "d_second_safe"], ["ratio"]),
-        n("Sub", ["one", "ratio"], ["margin"]),
-        n("Max", ["margin", "zero"], ["margin_pos"]),
-        n("Min", ["margin_pos", "one"], ["margin_unit"]),
-        n("Squeeze", ["margin_unit", "axis1"], [OUTPUT_NAMES[2]]),
+        n("Sub", ["one", "ratio"], [OUTPUT_NAMES[2]]),
     ]
     graph = helper.make_graph(
         nodes, "edgepersona_assign",
