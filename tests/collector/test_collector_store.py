@@ -124,8 +124,9 @@ def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (tmp_path / "abs.db").exists()
     absolute.close()
     open_store("sqlite:///:memory:").close()
-    with pytest.raises(InputError, match="PostgreSQL is not supported yet"):
-        open_store("postgresql://user:hunter2@db/collector")
+    with pytest.raises(InputError, match="could not connect to PostgreSQL") as error:
+        open_store("postgresql://user:hunter2@db.invalid/collector")
+    assert "hunter2" not in str(error.value)
     with pytest.raises(InputError, match="expected sqlite:///PATH") as error:
         open_store("mysql://user:hunter2@db/collector")
     assert "hunter2" not in str(error.value)

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     assign.set_defaults(handler=_commands.assign)
 
     refit = sub.add_parser("refit", help="refit personas from collector aggregates (new version)")
-    refit.add_argument("--db", required=True, help="collector database URL, e.g. sqlite:///collector.db")
+    refit.add_argument("--db", required=True,
+                       help="collector database URL: sqlite:///PATH or postgresql://…")
     refit.add_argument("--previous", required=True, help="the bundle devices assigned with")
     refit.add_argument("--key", required=True, help="signing key file or folder")
     refit.add_argument("--out", help="bundle folder to create (default: <model>-v<N> beside --previous)")
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import _serve  # the collector service; FastAPI and uvicorn load only when it runs
 
     serve = sub.add_parser("serve", help="run the collector: sealed sync in, approved bundles out")
-    serve.add_argument("--db", required=True, help="database URL, e.g. sqlite:///collector.db")
+    serve.add_argument("--db", required=True,
+                       help="database URL: sqlite:///collector.db or postgresql://user:pass@host/db")
     serve.add_argument("--collector-key", required=True, metavar="KEYFILE",
                        help="collector private key file (or its folder)")
     serve.add_argument("--bundles", required=True, metavar="DIR",

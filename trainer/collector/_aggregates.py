@@ -93,7 +93,7 @@ class DailyAggregate:
 
 
 class AggregateStore(Protocol):
-    """Storage for aggregates and the dedupe ledger (SQLite now; PostgreSQL later).
+    """Storage for aggregates and the dedupe ledger (SQLite by default, PostgreSQL at scale).
 
     Implementations must make :meth:`add_increments` atomic: every ledger
     insert and aggregate update of a call commits together, or none does.

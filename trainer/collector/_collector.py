@@ -216,7 +216,7 @@ class Collector:
         Raises:
             FramingError: The body is not one envelope nor a well-formed batch
                 (already counted in the metrics).
-            sqlite3.Error: The store failed; nothing of this body was added.
+            sqlite3.Error | psycopg.Error: The store failed; nothing of this body was added.
         """
         try:
             envelopes, batch = split_body(body, max_envelopes=self._config.max_batch_envelopes)

@@ -5,9 +5,11 @@ Supported URLs::
     sqlite:///relative/path.db     a file relative to the working directory
     sqlite:////absolute/path.db    an absolute path (four slashes, as SQLAlchemy)
     sqlite:///:memory:             a throw-away in-memory store (tests, demos)
+    postgresql://user:password@host:port/database
+                                   PostgreSQL, shared by several collector
+                                   processes (``postgres://`` works too)
 
-PostgreSQL (``postgresql://``) is the planned scale-out backend: it plugs in
-as another :class:`~edgepersona.trainer.collector.AggregateStore`.
+Error messages never repeat the URL: it may hold a password.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def open_store(url: str) -> AggregateStore:
         The store; the caller closes it.
 
     Raises:
-        InputError: The URL has an unsupported scheme or no path.
+        InputError: The URL has an unsupported scheme or no path, or the
+            PostgreSQL server cannot be reached.
         SchemaError: The database's schema is newer than this code knows.
     """
     if not isinstance(url, str):
@@ -41,6 +44,12 @@ def open_store(url: str) -> AggregateStore:
         return SqliteAggregateStore(url[len(_SQLITE_PREFIX):])
     scheme = url.partition(":")[0]
     if scheme in {"postgres", "postgresql"}:
-        raise InputError("PostgreSQL is not supported yet; use sqlite:///PATH for now")
+        try:
+            from ._postgres import PostgresAggregateStore  # the driver is in the server extra
+        except ModuleNotFoundError:
+            raise InputError("PostgreSQL needs the psycopg driver: pip install 'edgepersona[server]'"
+                             ) from None
+        return PostgresAggregateStore(url)
     raise InputError(f"unsupported database URL scheme {scheme!r} (URL not shown: it may hold a"
-                     " password); expected sqlite:///PATH, or sqlite:////abs/path.db")
+                     " password); expected sqlite:///PATH, sqlite:////abs/path.db or"
+                     " postgresql://user:password@host:port/database")
