@@ -122,7 +122,7 @@ class Metrics(BaseModel):
     silhouette: float | None
     davies_bouldin: float | None
     stability_ari: float | None
-    inertia: float
+    inertia: float | None
     bad_rows: dict[str, int] = Field(default_factory=dict)
 
 

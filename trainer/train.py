@@ -5,20 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgepersona.sdk import FeatureSpec, Manifest
+from edgepersona.sdk import FeatureSpec, InputError, Manifest, PersonaCard
+from edgepersona.sdk._assign import numpy_assign
 from edgepersona.sdk._bundle import MANIFEST_NAME, MODEL_NAME
-from edgepersona.sdk._manifest import parse_manifest
+from edgepersona.sdk._manifest import AssignerParams, parse_manifest
 
-from .cards import build_cards, cards_markdown
+from .cards import cards_from_stats, cards_markdown
 from .export import sign_manifest
 from .export_onnx import build_onnx
 from .fit import PersonaKMeans
+from .lloyd import RowBlocks
 
 __all__ = ["TrainOptions", "TrainResult", "train_bundle"]
 
@@ -37,6 +40,11 @@ class TrainOptions:
         seed: random seed, or None for OS randomness.
         expires_days: days until devices refuse the bundle.
         stability_rounds: bootstrap refits for the stability score.
+        epsilon: with a value, fit with differential privacy (see ``train_private``).
+        delta: the DP δ.
+        iterations: DP-Lloyd rounds.
+        ledger: the privacy budget ledger file (required with ``epsilon``).
+        source: the data source whose budget is spent (default: the lineage source).
     """
 
     model_id: str = "personas"
@@ -48,6 +56,11 @@ class TrainOptions:
     seed: int | None = None
     expires_days: float = 90.0  # days
     stability_rounds: int = 5
+    epsilon: float | None = None  # differential privacy off when None
+    delta: float = 1e-6
+    iterations: int = 3  # DP-Lloyd rounds
+    ledger: Path | None = None  # the privacy budget ledger (required with epsilon)
+    source: str | None = None  # the data source the budget belongs to (default: lineage source)
 
 
 @dataclass(frozen=True)
@@ -68,14 +81,15 @@ def _bounds_source(spec: FeatureSpec) -> Literal["declared", "data", "mixed"]:
     return "data" if sources == {"data"} else "mixed"
 
 
-def train_bundle(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519PrivateKey,
+def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, key: Ed25519PrivateKey,
                  options: TrainOptions, *, lineage: Mapping[str, str | int | float | None],
                  bad_rows: Mapping[str, int] | None = None, now: datetime | None = None,
                  progress: Callable[[str], None] | None = None) -> TrainResult:
     """Fit personas on feature rows and produce a signed bundle.
 
     Args:
-        rows: raw features, one row per user, in spec order.
+        rows: raw features, one row per user, in spec order: an array, or rows
+            held by an engine (e.g. :mod:`edgepersona.trainer.dask_engine`).
         spec: the feature spec.
         key: the bundle signing key.
         options: fitting and release options.
@@ -91,12 +105,16 @@ def train_bundle(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519P
         InputError: the rows cannot be fitted (shape, NaN, too few users).
     """
     note = progress or (lambda _msg: None)
+    created = now or datetime.now(UTC)
+    if options.epsilon is not None:
+        if not isinstance(rows, np.ndarray):
+            raise InputError("differential privacy runs on the local engine only; drop --engine dask")
+        return _train_private(rows, spec, key, options, lineage, created, note)
     model = PersonaKMeans(spec, n_clusters=options.k, k_range=options.k_range,
                           k_min=options.k_min, min_share=options.min_share, seed=options.seed,
                           stability_rounds=options.stability_rounds).fit(rows, note)
-    cards = build_cards(spec, rows, model.labels_, model.k_)
+    cards = cards_from_stats(spec, *model.profile_)
     note("persona cards written")
-    created = now or datetime.now(UTC)
     metrics = model.metrics_
     fields = {
         "model_id": options.model_id, "version": options.version,
@@ -110,11 +128,52 @@ def train_bundle(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519P
                     "bad_rows": dict(bad_rows or {})},
         "lineage": dict(lineage),
     }
-    onnx_bytes = build_onnx(model.params_, model_id=options.model_id, version=options.version)
-    markdown = cards_markdown(cards, f"{options.model_id} v{options.version} personas")
-    cards_json = ("[" + ",".join(c.model_dump_json() for c in cards) + "]").encode()
-    files = sign_manifest(fields, {MODEL_NAME: onnx_bytes, "cards.md": markdown.encode(),
-                                   "cards.json": cards_json}, key)
+    files = _sign(fields, model.params_, cards, options, key)
     note("bundle exported and signed")
     return TrainResult(files, parse_manifest(files[MANIFEST_NAME]), model.labels_,
                        tuple(model.merged_))
+
+
+def _sign(fields: dict[str, object], params: AssignerParams, cards: tuple[PersonaCard, ...],
+          options: TrainOptions, key: Ed25519PrivateKey) -> Mapping[str, bytes]:
+    """Export the graph and the cards, then sign everything."""
+    onnx_bytes = build_onnx(params, model_id=options.model_id, version=options.version)
+    markdown = cards_markdown(cards, f"{options.model_id} v{options.version} personas")
+    cards_json = ("[" + ",".join(c.model_dump_json() for c in cards) + "]").encode()
+    return sign_manifest(fields, {MODEL_NAME: onnx_bytes, "cards.md": markdown.encode(),
+                                  "cards.json": cards_json}, key)
+
+
+def _train_private(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519PrivateKey,
+                   options: TrainOptions, lineage: Mapping[str, str | int | float | None],
+                   created: datetime, note: Callable[[str], None]) -> TrainResult:
+    """The differentially private path: ledger check, DP k-means, ledger spend, sign."""
+    from .train_private import fit_private
+
+    if options.k == "auto":
+        raise InputError("--epsilon needs a fixed --k: choosing k from the data would spend"
+                         " budget too (see --epsilon-sweep for a preview)")
+    if options.ledger is None:
+        raise InputError("--epsilon needs --ledger PATH: every private release is spent from a"
+                         " privacy budget ledger")
+    source = options.source or str(lineage.get("source") or "default")
+    release = fit_private(rows, spec, key, k=int(options.k), epsilon=options.epsilon or 0.0,
+                          delta=options.delta, iterations=options.iterations,
+                          k_min=options.k_min, seed=options.seed, ledger=options.ledger,
+                          source=source, note=f"{options.model_id} v{options.version}",
+                          now=created, progress=note)
+    fields = {
+        "model_id": options.model_id, "version": options.version, "created_at": created,
+        "expires_at": created + timedelta(days=options.expires_days), "spec": spec,
+        "personas": release.cards, "assigner": release.params,
+        "privacy": {**release.privacy, "bounds_source": _bounds_source(spec)},
+        "metrics": {"n_users": release.n_users, "k": len(release.cards),
+                    "k_selection": f"fixed k={options.k} (DP: quality metrics are not released)",
+                    "silhouette": None, "davies_bouldin": None, "stability_ari": None,
+                    "inertia": None},
+        "lineage": {"source": source, "users": release.n_users, "users_note": "noisy count"},
+    }
+    files = _sign(fields, release.params, release.cards, options, key)
+    note("private bundle exported and signed")
+    labels = numpy_assign(release.params, rows)[0]
+    return TrainResult(files, parse_manifest(files[MANIFEST_NAME]), labels, release.suppressed)

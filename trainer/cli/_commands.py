@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgepersona.sdk import Assignment, FeatureSpec, InputError, PersonaRuntime, load_spec_json
+
+if TYPE_CHECKING:
+    from edgepersona.trainer.train import TrainOptions
 
 from ._render import console, print_assignments, print_cards, print_json, progress_steps
 
@@ -100,7 +105,9 @@ def train(args: argparse.Namespace) -> int:
     from edgepersona.trainer.keys import load_signing_key
     from edgepersona.trainer.train import TrainOptions, train_bundle
 
-    key = load_signing_key(Path(args.key))
+    if not args.epsilon_sweep and not (args.key and args.out):
+        raise InputError("train needs --key KEYS/ and --out BUNDLE/ (only --epsilon-sweep writes nothing)")
+    key = load_signing_key(Path(args.key)) if args.key else None
     data = Path(args.events or args.table)
     with progress_steps("training") as step:
         if args.spec:
@@ -117,12 +124,16 @@ def train(args: argparse.Namespace) -> int:
             rows, bad, users = table.values, table.bad_rows, len(table.values)
         step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
              + (f" ({dict(bad)})" if bad else ""))
+        if args.epsilon_sweep:
+            return _sweep(spec, users, args)
         k_low, k_high = (int(x) for x in args.k_range.split(","))
         options = TrainOptions(model_id=args.model_id, version=args.version,
                                k="auto" if args.k == "auto" else int(args.k),
                                k_range=(k_low, k_high), k_min=args.k_min,
                                min_share=args.min_share, seed=args.seed,
                                expires_days=args.expires_days)
+        options = _with_privacy(options, args, data)
+        assert key is not None
         result = train_bundle(rows, spec, key, options, lineage={"source": data.name,
                               "users": users}, bad_rows=bad, progress=step)
     out = write_bundle(Path(args.out), result.files, overwrite=args.force)
@@ -130,6 +141,46 @@ def train(args: argparse.Namespace) -> int:
         zip_bundle(result.files, out.with_suffix(".zip"))
     print_cards(result.manifest)
     console.print(f"bundle written to {out}")
+    return 0
+
+
+def _with_privacy(options: TrainOptions, args: argparse.Namespace, data: Path) -> TrainOptions:
+    """Add --epsilon and friends; sets the source's budget on first use (--budget)."""
+    if args.epsilon is None:
+        return options
+    if not args.ledger:
+        raise InputError("--epsilon needs --ledger PATH: private releases are spent from a ledger")
+    source = args.source or data.name
+    if args.budget:
+        from edgepersona.trainer.keys import load_signing_key
+        from edgepersona.trainer.ledger import PrivacyLedger
+
+        parts = [float(x) for x in args.budget.split(",")]
+        ledger = PrivacyLedger(Path(args.ledger), load_signing_key(Path(args.key)))
+        if not ledger.status(source).has_budget:
+            ledger.set_budget(source, epsilon=parts[0], delta=parts[1] if len(parts) > 1 else 1e-5)
+    return replace(options, epsilon=args.epsilon, delta=args.delta, iterations=args.iterations,
+                   ledger=Path(args.ledger), source=source)
+
+
+def _sweep(spec: FeatureSpec, users: int, args: argparse.Namespace) -> int:
+    """Print the ε preview table; nothing is released or spent."""
+    from rich.table import Table
+
+    from edgepersona.trainer.dp_preview import epsilon_sweep
+
+    if args.k == "auto":
+        raise InputError("--epsilon-sweep needs a fixed --k")
+    epsilons = [float(x) for x in args.epsilon_sweep.split(",")]
+    points = epsilon_sweep(spec, users=users, k=int(args.k), epsilons=epsilons, delta=args.delta,
+                           seed=args.seed or 0)
+    table = Table(title=f"DP preview: {users:,} users, k={args.k}, δ={args.delta:g}"
+                  " (synthetic data in the declared bounds; nothing spent)", title_justify="left")
+    for column in ("ε", "cost vs non-private", "stability (ARI of two fits)"):
+        table.add_column(column, justify="right")
+    for p in points:
+        table.add_row(f"{p.epsilon:g}", f"{p.cost_ratio:.3f}x", f"{p.stability_ari:.3f}")
+    console.print(table)
     return 0
 
 

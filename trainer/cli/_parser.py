@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--events", help="event log (CSV/Parquet)")
     source.add_argument("--table", help="aggregated table, one row per user")
     train.add_argument("--spec", help="feature spec JSON (default: suggested from the data)")
-    train.add_argument("--key", required=True, help="signing key file or folder")
-    train.add_argument("--out", required=True, help="bundle folder to create")
+    train.add_argument("--key", help="signing key file or folder (required unless --epsilon-sweep)")
+    train.add_argument("--out", help="bundle folder to create (required unless --epsilon-sweep)")
     train.add_argument("--zip", action="store_true", help="also write OUT.zip")
     train.add_argument("--force", action="store_true", help="replace an existing OUT")
     train.add_argument("--k", default="auto", help="number of personas or 'auto' (default)")
@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", type=int, default=1, help="bundle version (default: 1)")
     train.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
     train.add_argument("--at", help="reference time for event logs (ISO 8601 or unix seconds)")
+    private = train.add_argument_group("differential privacy")
+    private.add_argument("--epsilon", type=float, help="fit with (ε, δ)-DP; needs --k and --ledger")
+    private.add_argument("--delta", type=float, default=1e-6, help="DP δ (1e-6)")
+    private.add_argument("--iterations", type=int, default=3, help="DP-Lloyd rounds (3)")
+    private.add_argument("--ledger", help="privacy budget ledger file (created if missing)")
+    private.add_argument("--source", help="data source whose budget is spent (default: file name)")
+    private.add_argument("--budget", metavar="EPS[,DELTA]",
+                         help="give the source this total budget if it has none yet")
+    private.add_argument("--epsilon-sweep", metavar="E1,E2,...",
+                         help="preview quality and stability per ε on synthetic data; releases nothing")
     _columns(train)
     train.set_defaults(handler=_commands.train)
 
