@@ -161,6 +161,11 @@ class PersonaRuntime:
         return self._loaded.assigner.backend
 
     @property
+    def key_id(self) -> str:
+        """The id of the trusted key that signed the active bundle."""
+        return self._loaded.key_id
+
+    @property
     def fold_plan(self) -> FoldPlan:
         """The active spec compiled for folding events."""
         return self._loaded.plan

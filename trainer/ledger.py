@@ -56,7 +56,7 @@ from edgepersona.sdk import BudgetExceededError, InputError, ModelIntegrityError
 from edgepersona.sdk._signing import key_id, sign
 
 __all__ = ["LEDGER_CONTEXT", "BudgetStatus", "PrivacyLedger", "gaussian_delta", "gaussian_epsilon",
-           "gaussian_mu"]
+           "gaussian_mu", "read_ledger"]
 
 LEDGER_CONTEXT = b"edgepersona/ledger/v1\x00"
 Mechanism = Literal["gaussian", "other"]
@@ -486,3 +486,27 @@ def _refuse_if_over(status: BudgetStatus, epsilon: float, delta: float, mechanis
         f" this {mechanism} release asks ε={epsilon:g}, δ={delta:g}, which would make the total"
         f" ε={after.spent_epsilon:.4g}. At most ε={left:.4g} is left for a Gaussian release at"
         f" δ={delta:g}: ask for less, or stop releasing from this source")
+
+
+def read_ledger(path: str | os.PathLike[str], public: Ed25519PublicKey
+                ) -> tuple[tuple[dict[str, Any], ...], dict[str, BudgetStatus]]:
+    """Verify a ledger with the trainer's public key only (for auditors).
+
+    Args:
+        path: the ledger file.
+        public: the public key of the key that signed the entries.
+
+    Returns:
+        (the verified entries, each source's budget status).
+
+    Raises:
+        ModelIntegrityError: an entry is edited, reordered or missing in the middle.
+        InputError: the file does not exist.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no privacy ledger at {path}") from None
+    contents = _parse(data, public)
+    sources = sorted({str(e.get("source")) for e in contents.entries if e.get("source")})
+    return contents.entries, {s: _summarise(contents.entries, s) for s in sources}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _commands, _dynamic, _quickstart, _report
+from . import _audit, _commands, _dynamic, _quickstart, _report
 
 __all__ = ["build_parser"]
 
@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="give the source this total budget if it has none yet")
     private.add_argument("--epsilon-sweep", metavar="E1,E2,...",
                          help="preview quality and stability per ε on synthetic data; releases nothing")
+    engine = train.add_argument_group("engine")
+    engine.add_argument("--engine", choices=["local", "dask"], default="local",
+                        help="local: in this process (default); dask: on a dask.distributed cluster,"
+                             " reading --events/--table as partitioned Parquet/CSV (a folder or glob);"
+                             " needs --spec and the dask extra")
+    engine.add_argument("--scheduler", metavar="ADDRESS",
+                        help="with --engine dask: the scheduler to use (default: start a local"
+                             " cluster of 2 workers)")
     _columns(train)
     train.set_defaults(handler=_commands.train)
 
@@ -131,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--html", required=True, metavar="OUT.html", help="the HTML file to write")
     _trusted(report)
     report.set_defaults(handler=_report.report)
+
+    audit = sub.add_parser("audit", help="privacy audit of a bundle: integrity, budget, egress, checks")
+    audit.add_argument("bundle", help="bundle folder or .zip")
+    audit.add_argument("--ledger", help="privacy budget ledger to verify and summarise")
+    audit.add_argument("--source", help="only this ledger source")
+    audit.add_argument("--db", help="collector database URL, to list what it stores")
+    audit.add_argument("--data", help="event log for the fairness table (with --group-column)")
+    audit.add_argument("--group-column", help="audit-only attribute (e.g. region); never clustered")
+    audit.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    audit.add_argument("--html", metavar="OUT.html", help="also write the audit as an HTML page")
+    _trusted(audit)
+    audit.set_defaults(handler=_audit.audit)
 
     quick = sub.add_parser("quickstart", help="train, sign, verify and assign on bundled data")
     quick.add_argument("--dir", help="work folder (default: a new temporary folder)")

@@ -1,0 +1,78 @@
+"""The privacy officer's audit: stable schema, real evidence, checks that can fail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgepersona.sdk import ModelIntegrityError, PersonaRuntime
+from edgepersona.trainer.audit import build_audit, fairness_table
+from edgepersona.trainer.cli import main
+from edgepersona.trainer.export import write_bundle
+from edgepersona.trainer.ledger import PrivacyLedger
+
+SECTIONS = {"schema_version", "audited_at", "integrity", "lineage", "privacy", "egress",
+            "pseudonymisation", "storage", "personas", "fairness", "checks", "passed"}
+
+
+def test_audit_has_the_documented_sections_and_passes_on_a_good_bundle(
+        bundle_dir: Path, public_key: bytes) -> None:
+    report = build_audit(bundle_dir, trusted_keys=[public_key])
+    assert set(report) == SECTIONS
+    assert report["passed"] is True
+    assert report["egress"]["envelope_bytes"] <= 1024
+    assert report["egress"]["sample_opened"]["model_version"] == report["integrity"]["version"]
+    assert report["egress"]["raw_id_in_envelope"] is False
+    json.dumps(report)  # JSON-ready
+
+
+def test_a_tampered_bundle_is_not_audited(bundle_files: Mapping[str, bytes], public_key: bytes,
+                                          tmp_path: Path) -> None:
+    files = dict(bundle_files)
+    files["model.onnx"] = files["model.onnx"][:-1] + b"\x00"
+    with pytest.raises(ModelIntegrityError):
+        build_audit(write_bundle(tmp_path / "b", files), trusted_keys=[public_key])
+
+
+def test_ledger_totals_and_a_tampered_ledger_fails_the_check(
+        bundle_dir: Path, public_key: bytes, signing_key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    ledger = PrivacyLedger(path, signing_key)
+    ledger.set_budget("users.csv", epsilon=2.0, delta=1e-5)
+    ledger.spend("users.csv", epsilon=1.0, delta=1e-6, note="v1")
+    report = build_audit(bundle_dir, trusted_keys=[public_key], ledger=path)
+    source = report["privacy"]["ledger"]["sources"]["users.csv"]
+    assert source["releases"] == 1 and 0 < source["spent_epsilon"] <= 1.0
+    lines = path.read_bytes().split(b"\n")
+    lines[0] = lines[0].replace(b'"epsilon":2.0', b'"epsilon":20.0')  # raise the budget
+    path.write_bytes(b"\n".join(lines))
+    tampered = build_audit(bundle_dir, trusted_keys=[public_key], ledger=path)
+    assert tampered["passed"] is False
+    assert any(not c["passed"] and "ledger" in c["check"] for c in tampered["checks"])
+
+
+def test_fairness_flags_an_absorbed_minority(bundle_dir: Path, public_key: bytes,
+                                             bundle_training_rows: npt.NDArray[np.float64]) -> None:
+    manifest = PersonaRuntime.open(bundle_dir, trusted_keys=[public_key]).manifest
+    rural = bundle_training_rows[:30] * np.array([0.05, 20.0, 0.05, 3.0, 0.2, 0.1])
+    rows = np.vstack([bundle_training_rows, rural])
+    groups = ["urban"] * len(bundle_training_rows) + ["rural"] * len(rural)
+    table = fairness_table(manifest, rows, groups)
+    assert table["majority"] == "urban" and table["flagged"] == ["rural"]
+    assert abs(sum(table["shares"]["rural"].values()) - 1.0) < 1e-9
+    fair = fairness_table(manifest, bundle_training_rows, ["a", "b"] * (len(bundle_training_rows) // 2))
+    assert fair["flagged"] == []
+
+
+def test_cli_audit_json_and_exit_code(bundle_dir: Path, signing_keys: object,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    public = str(signing_keys.public_path)  # type: ignore[attr-defined]
+    assert main(["audit", str(bundle_dir), "--trusted-key", public, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == SECTIONS

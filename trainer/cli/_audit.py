@@ -1,0 +1,101 @@
+"""``edgepersona audit``: the privacy officer's view of one bundle, in the terminal or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from edgepersona.sdk import InputError, PersonaRuntime
+
+from ._render import console, print_json
+
+__all__ = ["audit"]
+
+
+def audit(args: argparse.Namespace) -> int:
+    """Build the audit, print it, and exit non-zero when a check fails."""
+    from edgepersona.trainer.audit import build_audit
+
+    keys = [Path(k).read_bytes() for k in args.trusted_key]
+    fairness = _fairness(args, keys) if args.group_column else None
+    report = build_audit(args.bundle, trusted_keys=keys,
+                         ledger=Path(args.ledger) if args.ledger else None, source=args.source,
+                         db=args.db, fairness=fairness)
+    if args.html:
+        from edgepersona.trainer.report import render_audit_report
+
+        Path(args.html).write_text(render_audit_report(report), encoding="utf-8")
+    if args.json:
+        print_json(report)
+    else:
+        _print(report)
+    return 0 if report["passed"] else 3
+
+
+def _fairness(args: argparse.Namespace, keys: list[bytes]) -> dict[str, Any]:
+    """Fairness from --data and an audit-only --group-column (never used for clustering)."""
+    from edgepersona.trainer.audit import fairness_table
+    from edgepersona.trainer.events import read_event_log
+    from edgepersona.trainer.replay import replay_on_device
+
+    if not args.data:
+        raise InputError("--group-column needs --data EVENTS.csv holding that column")
+    runtime = PersonaRuntime.open(args.bundle, trusted_keys=keys)
+    log = read_event_log(Path(args.data))
+    if args.group_column not in log.properties:
+        raise InputError(f"{Path(args.data).name} has no column {args.group_column!r}")
+    cells = log.properties[args.group_column]
+    groups = ["unknown"] * log.n_users
+    for user, cell in zip(log.user[::-1], cells[::-1], strict=True):  # first value per user wins
+        groups[int(user)] = str(cell)
+    rows = replay_on_device(runtime.fold_plan, log)
+    return fairness_table(runtime.manifest, np.asarray(rows), groups)
+
+
+def _print(report: dict[str, Any]) -> None:
+    """Terminal view: verdict first, then one table per section."""
+    verdict = "[bold green]PASS[/]" if report["passed"] else "[bold red]FAIL[/]"
+    integrity, privacy, egress = report["integrity"], report["privacy"], report["egress"]
+    console.print(f"{verdict}  audit of {integrity['model_id']} v{integrity['version']}"
+                  f" (schema {report['schema_version']}, {report['audited_at']})")
+    checks = Table(title="Automated checks", title_justify="left")
+    for column in ("check", "result", "figure"):
+        checks.add_column(column)
+    for c in report["checks"]:
+        checks.add_row(c["check"], "pass" if c["passed"] else "[red]FAIL[/]", c["figure"])
+    console.print(checks)
+    console.print(f"Integrity: signed by key {integrity['key_id']}, expires"
+                  f" {integrity['expires_at']}; files: "
+                  + ", ".join(f"{n} {e['sha256'][:12]}… ({e['size']} B)"
+                              for n, e in integrity["files"].items()))
+    dp = (f"ε={privacy['epsilon']}, δ={privacy['delta']} ({privacy['mechanism']})"
+          if privacy["differentially_private"] else "no differential privacy")
+    console.print(f"Privacy: {dp}; k-min {privacy['k_min']}; bounds {privacy['bounds_source']};"
+                  f" suppressed: {privacy['suppressed'] or 'none'}")
+    ledger = privacy.get("ledger")
+    if ledger and "sources" in ledger:
+        for name, s in ledger["sources"].items():
+            console.print(f"  ledger {name!r}: spent ε={s['spent_epsilon']:.4g} of"
+                          f" {s['budget_epsilon']:g} in {s['releases']} release(s);"
+                          f" remaining ε≈{s['remaining_epsilon']:.4g} (at δ=1e-6)")
+    egress_table = Table(title=f"Egress: every field a device sends ({egress['envelope_bytes']} B"
+                         f" per envelope; hybrid suite {egress['hybrid_envelope_bytes']} B)",
+                         title_justify="left")
+    for column in ("field", "type", "size", "visibility"):
+        egress_table.add_column(column)
+    for f in egress["fields"]:
+        egress_table.add_row(f["field"], f["type"], f["size"], f["visibility"])
+    console.print(egress_table)
+    pseudo, storage = report["pseudonymisation"], report["storage"]
+    console.print(f"Pseudonyms: {pseudo['scheme']}; domains {pseudo['domains']}; rotated every"
+                  f" {pseudo['rotation_days']:g} days; secret: {pseudo['secret_location']}")
+    console.print(f"Collector keeps: {storage['keeps']}; never: {storage['never_keeps']};"
+                  f" retention: {storage['retention']}")
+    if report.get("fairness"):
+        fair = report["fairness"]
+        console.print(f"Fairness (audit-only groups {fair['groups']}): mean distance to the"
+                      f" assigned persona {fair['mean_distance']}; flagged: {fair['flagged'] or 'none'}")
