@@ -24,6 +24,7 @@ serve it until ``edgepersona approve`` removes the marker.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import InputError, Manifest, PersonaCard
+from edgepersona.sdk._assign import model_space
 from edgepersona.sdk._bundle import MANIFEST_NAME, MODEL_NAME
 from edgepersona.sdk._manifest import AssignerParams, parse_manifest
 
@@ -45,8 +47,10 @@ __all__ = [
     "REVIEW_MARKER",
     "DriftReport",
     "PersonaAggregates",
+    "RefitPrivacy",
     "RefitResult",
     "approve_bundle",
+    "noisy_aggregates",
     "refit_bundle",
     "write_refit",
 ]
@@ -141,9 +145,59 @@ def _drift(previous: Manifest, old: F64, new: F64, keep: npt.NDArray[np.bool_],
                        vanished, threshold, review)
 
 
+@dataclass(frozen=True)
+class RefitPrivacy:
+    """Differential privacy for a refit: Gaussian noise on per-persona counts and sums.
+
+    One contribution changes one persona's count by 1 and its sum, centred on the
+    middle of the model-space bounds, by a vector of L2 norm at most
+    ``R = ||(high - low) / 2||``. With ``μ = gaussian_mu(ε, δ)`` split evenly
+    (``1/sigma_c² = R²/sigma_s² = μ²/2``) the release of all counts and sums is μ-GDP,
+    hence (ε, δ)-DP per contribution; a device contributing m times in the
+    window is protected at group size m.
+    """
+
+    epsilon: float
+    delta: float = 1e-6
+    seed: int | None = None
+
+
+def noisy_aggregates(previous: Manifest, aggregates: PersonaAggregates,
+                     privacy: RefitPrivacy) -> PersonaAggregates:
+    """Counts and sums with calibrated Gaussian noise (sums of squares are not released).
+
+    Args:
+        previous: the manifest whose bounds bound each contribution.
+        aggregates: the exact aggregates.
+        privacy: ε, δ and an optional seed (tests only).
+
+    Returns:
+        Noisy counts and sums; ``sumsq`` is all NaN (never released).
+    """
+    import secrets
+
+    from .ledger import gaussian_mu
+
+    params = previous.assigner
+    bounds = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
+    middle, half = (bounds[0] + bounds[1]) / 2.0, (bounds[1] - bounds[0]) / 2.0
+    mu = gaussian_mu(privacy.epsilon, privacy.delta)
+    sigma_count = math.sqrt(2.0) / mu
+    sigma_sum = math.sqrt(2.0) * float(np.linalg.norm(half)) / mu
+    rng = np.random.default_rng(secrets.randbits(128) if privacy.seed is None else privacy.seed)
+    counts = np.asarray(aggregates.counts, dtype=np.float64)
+    centred = np.asarray(aggregates.sums, dtype=np.float64) - counts[:, None] * middle
+    noisy_counts = counts + rng.normal(0.0, sigma_count, size=counts.shape)
+    noisy_centred = centred + rng.normal(0.0, sigma_sum, size=centred.shape)
+    means = np.clip(noisy_centred / np.maximum(noisy_counts, 1.0)[:, None] + middle,
+                    bounds[0], bounds[1])
+    return PersonaAggregates(noisy_counts, means * np.maximum(noisy_counts, 1.0)[:, None],
+                             np.full(centred.shape, np.nan))
+
+
 def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519PrivateKey, *,
                  k_min: int = 10, threshold: float = 0.15, expires_days: float = 90.0,
-                 now: datetime | None = None) -> RefitResult:
+                 now: datetime | None = None, privacy: RefitPrivacy | None = None) -> RefitResult:
     """Refit a model from collector aggregates and sign version ``previous.version + 1``.
 
     Args:
@@ -154,6 +208,8 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
         threshold: the drift gate (0.15 = 15 %).
         expires_days: validity of the new version in days.
         now: creation time (default: the system clock).
+        privacy: with a value, noise the counts and sums first (k-min then
+            applies to noisy counts; spend the budget before publishing).
 
     Returns:
         The signed bundle files, its manifest and the drift report.
@@ -169,6 +225,9 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
     if counts.shape != (len(old),) or sums.shape != old.shape or sumsq.shape != old.shape:
         raise InputError(f"aggregates must cover {len(old)} personas x {old.shape[1]} features"
                          f" of v{previous.version}; got counts {counts.shape}, sums {sums.shape}")
+    if privacy is not None:
+        noisy = noisy_aggregates(previous, PersonaAggregates(counts, sums, sumsq), privacy)
+        counts, sums, sumsq = noisy.counts, noisy.sums, noisy.sumsq
     keep = counts >= k_min
     if keep.sum() < 2:
         raise InputError(f"only {int(keep.sum())} persona(s) have >= {k_min} contributions;"
@@ -182,6 +241,14 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
     assigner = params.model_copy(update={"centroids": tuple(tuple(c) for c in new.tolist())})
     fields = _manifest_fields(previous, cards, assigner, counts[keep], sums[keep], sumsq[keep],
                               drift, k_min, expires_days, now or datetime.now(UTC))
+    if privacy is not None:
+        fields["privacy"] = fields["privacy"].model_copy(update={  # type: ignore[attr-defined]
+            "epsilon": privacy.epsilon, "delta": privacy.delta,
+            "mechanism": "gaussian: noisy per-persona counts and centred sums (one Lloyd step)",
+            "notes": ("neighbours: add or remove one contribution", "k-min applied to noisy counts",
+                      "sums of squares are not released")})
+        fields["metrics"] = {**fields["metrics"], "inertia": None,  # type: ignore[dict-item]
+                             "n_users": max(0, round(float(counts[keep].sum())))}
     version = previous.version + 1
     onnx_bytes = build_onnx(assigner, model_id=previous.model_id, version=version)
     payload = {MODEL_NAME: onnx_bytes,
@@ -209,6 +276,7 @@ def _manifest_fields(previous: Manifest, cards: tuple[PersonaCard, ...], assigne
     """Everything the new manifest says besides its file digests."""
     new = np.asarray(assigner.centroids)
     within = (sumsq - sums**2 / counts[:, None]) * np.asarray(assigner.scale) ** 2
+    inertia = float(np.maximum(within, 0.0).sum()) if np.isfinite(within).all() else None
     return {
         "model_id": previous.model_id, "version": previous.version + 1, "created_at": now,
         "expires_at": now + timedelta(days=expires_days), "spec": previous.spec,
@@ -219,7 +287,7 @@ def _manifest_fields(previous: Manifest, cards: tuple[PersonaCard, ...], assigne
         "metrics": {"n_users": int(counts.sum()), "k": len(new),
                     "k_selection": f"refit of v{previous.version} from collector aggregates",
                     "silhouette": None, "davies_bouldin": None, "stability_ari": None,
-                    "inertia": float(np.maximum(within, 0.0).sum())},
+                    "inertia": inertia},
         "lineage": {"source": "collector aggregates", "previous_version": previous.version,
                     "contributions": int(counts.sum()),
                     "review": "needs review" if drift.needs_review else "within drift threshold"},

@@ -14,7 +14,9 @@ from edgepersona.sdk._assign import model_space, numpy_assign
 from edgepersona.trainer.refit import (
     REVIEW_MARKER,
     PersonaAggregates,
+    RefitPrivacy,
     approve_bundle,
+    noisy_aggregates,
     refit_bundle,
     write_refit,
 )
@@ -104,3 +106,35 @@ def test_refit_refuses_wrong_shapes_and_too_few_contributions(
         refit_bundle(trained.manifest, PersonaAggregates(np.array([50.0, 1, 1, 1]),
                                                          np.ones((4, d)), np.ones((4, d))),
                      signing_key, k_min=5)
+
+
+def test_private_refit_noises_counts_and_sums_and_releases_no_squares(
+        trained: TrainResult, bundle_training_rows: npt.NDArray[np.float64],
+        signing_key: Ed25519PrivateKey) -> None:
+    aggregates = aggregate(trained, bundle_training_rows)
+    exact = refit_bundle(trained.manifest, aggregates, signing_key, k_min=5)
+    private = refit_bundle(trained.manifest, aggregates, signing_key, k_min=5,
+                           privacy=RefitPrivacy(epsilon=2.0, seed=3))
+    assert private.manifest.privacy.epsilon == 2.0 and private.manifest.metrics.inertia is None
+    def moved(result: object) -> float:
+        centroids = np.asarray(result.manifest.assigner.centroids)  # type: ignore[attr-defined]
+        return float(np.abs(centroids - np.asarray(exact.manifest.assigner.centroids)).max())
+
+    assert moved(private) > 0
+    assert [p.id for p in private.manifest.personas] == [p.id for p in exact.manifest.personas]
+    # The noise does not grow with the population, so 1,000x the contributions move far less.
+    many = PersonaAggregates(aggregates.counts * 1000, aggregates.sums * 1000, aggregates.sumsq * 1000)
+    crowd = refit_bundle(trained.manifest, many, signing_key, k_min=5,
+                         privacy=RefitPrivacy(epsilon=2.0, seed=3))
+    assert moved(crowd) < moved(private) / 100
+
+
+def test_noise_scale_matches_the_sensitivity_analysis(trained: TrainResult) -> None:
+    d = len(trained.manifest.spec.features)
+    zero = PersonaAggregates(np.full(4, 1e6), np.zeros((4, d)), np.zeros((4, d)))
+    draws = np.array([noisy_aggregates(trained.manifest, zero, RefitPrivacy(epsilon=1.0, seed=s)
+                                       ).counts - 1e6 for s in range(400)]).ravel()
+    from edgepersona.trainer.ledger import gaussian_mu
+
+    expected = np.sqrt(2.0) / gaussian_mu(1.0, 1e-6)
+    assert abs(draws.std() / expected - 1.0) < 0.1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepersona.sdk import PersonaRuntime
+from edgepersona.sdk import InputError, PersonaRuntime
 
 from ._render import console
 
@@ -36,9 +36,25 @@ def refit(args: argparse.Namespace) -> int:
     for index, cell in cells.items():
         if 0 <= index < k:
             counts[index], sums[index], sumsq[index] = cell.count, cell.sums, cell.sumsq
-    result = refit_bundle(previous, PersonaAggregates(counts, sums, sumsq),
-                          load_signing_key(Path(args.key)), k_min=args.k_min,
-                          threshold=args.drift_threshold, expires_days=args.expires_days)
+    key = load_signing_key(Path(args.key))
+    privacy, ledger = None, None
+    if args.epsilon is not None:
+        from edgepersona.trainer.ledger import PrivacyLedger
+        from edgepersona.trainer.refit import RefitPrivacy
+
+        if not args.ledger:
+            raise InputError("--epsilon needs --ledger PATH: private refits are spent from a ledger")
+        ledger = PrivacyLedger(Path(args.ledger), key)
+        ledger.check(args.source or previous.model_id, epsilon=args.epsilon, delta=args.delta)
+        privacy = RefitPrivacy(args.epsilon, args.delta)
+    try:
+        result = refit_bundle(previous, PersonaAggregates(counts, sums, sumsq), key,
+                              k_min=args.k_min, threshold=args.drift_threshold,
+                              expires_days=args.expires_days, privacy=privacy)
+    finally:  # noise was drawn: spend even if the refit then failed, and before any write
+        if ledger is not None and privacy is not None:
+            ledger.spend(args.source or previous.model_id, epsilon=privacy.epsilon,
+                         delta=privacy.delta, note=f"{previous.model_id} v{previous.version + 1}")
     source = Path(args.previous)
     out = Path(args.out) if args.out else source.with_name(
         f"{previous.model_id}-v{result.manifest.version}")

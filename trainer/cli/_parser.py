@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="relative centroid move or share change that needs review (0.15)")
     refit.add_argument("--days", type=int, help="use only the last N days of contributions")
     refit.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
+    refit.add_argument("--epsilon", type=float, help="noise counts and sums with (ε, δ)-DP")
+    refit.add_argument("--delta", type=float, default=1e-6, help="DP δ (1e-6)")
+    refit.add_argument("--ledger", help="privacy budget ledger (required with --epsilon)")
+    refit.add_argument("--source", help="ledger source to spend from (default: the model id)")
     _trusted(refit)
     refit.set_defaults(handler=_dynamic.refit)
 
