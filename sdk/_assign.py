@@ -169,8 +169,8 @@ def _refuse_external_data(model: bytes) -> None:
     """Refuse a graph with any tensor stored outside it, before onnxruntime parses it.
 
     onnxruntime resolves the external data of a graph loaded from bytes against
-    the working directory (before 1.24 it also let ``..`` and absolute paths
-    through), so a signed graph could make the device read any file. Bundles are
+    the working directory (releases before early 2026 also let ``..`` and absolute
+    paths through), so a signed graph could make the device read files. Bundles are
     self-contained by contract; this walks the protobuf wire format down to every
     tensor (initializers, node attributes, sub-graphs, functions, sparse tensors).
     Bytes that are not protobuf at all are left to onnxruntime, which refuses them.

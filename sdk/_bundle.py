@@ -142,7 +142,9 @@ def bundle_source(bundle: str | os.PathLike[str] | bytes | Mapping[str, bytes]) 
         if not path.exists():
             raise InputError(f"no bundle at {path}: expected a bundle directory or .zip archive")
         return _ZipSource(zipfile.ZipFile(path))
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
+        # zipfile raises several types for damaged archives (e.g. an unknown extract
+        # version, a name flagged UTF-8 that is not); all mean the same to a device.
         raise ModelIntegrityError("bundle archive is not a valid zip file") from None
 
 

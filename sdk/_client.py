@@ -349,8 +349,7 @@ class PersonaClient:
             StoreError: the rotated keys could not be persisted; nothing changed.
         """
         with self._lock:
-            now = datetime.fromtimestamp(self._clock(), UTC)
-            rotated = self._runtime._trusted.rotate(statement, now=now)
+            rotated = self._runtime._trusted.rotate(statement, now=_utc(self._clock()))
             self._store.put(_GLOBAL, _KEYS, dump_trust(rotated))
             self._runtime._trusted = rotated  # PersonaRuntime has no public way to swap keys
             return rotated.ids

@@ -201,7 +201,7 @@ class FoldState:
                 raise ValueError("shape")
             return cls(plan, values, anchors, seen, last, int(body["events"]),
                        int(body["ignored"]), float(body["latest"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             raise StoreCorruptError(
                 "a stored feature state is unreadable; forget the subject or reset the store") from None
 

@@ -8,6 +8,7 @@ always gives the same bytes.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -94,6 +95,14 @@ class AssignerParams(BaseModel):
         lengths |= {len(c) for c in self.centroids}
         if lengths != {width}:
             raise ValueError(f"assigner vectors must all have {width} entries")
+        numbers = [*self.lower, *self.upper, *self.center, *self.scale,
+                   *(v for c in self.centroids for v in c)]
+        if not all(math.isfinite(v) for v in numbers):
+            raise ValueError("assigner parameters must be finite")
+        if any(lo >= hi for lo, hi in zip(self.lower, self.upper, strict=True)):
+            raise ValueError("assigner lower bounds must be below upper bounds")
+        if any(log and lo <= -1.0 for log, lo in zip(self.log1p, self.lower, strict=True)):
+            raise ValueError("log1p features need lower bounds above -1")
         return self
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _audit, _commands, _dynamic, _quickstart, _report
+from . import _audit, _commands, _dynamic, _quickstart, _report, _rotate
 
 __all__ = ["build_parser"]
 
@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--hybrid", action="store_true",
                      help="collector key for the post-quantum ML-KEM-768 + X25519 suite")
     gen.set_defaults(handler=_commands.keys_generate)
+
+    rotate = keys.add_parser("rotate", help="sign a statement moving devices to a new signing key")
+    rotate.add_argument("--old", required=True, help="folder (or PEM file) of the key being retired")
+    rotate.add_argument("--new", required=True, help="folder (or PEM file) of the key taking over")
+    rotate.add_argument("--out", required=True, help="statement file to write (never overwritten)")
+    rotate.add_argument("--counter", type=int, required=True,
+                        help="rotation number, greater than every earlier rotation's")
+    rotate.add_argument("--expires-days", type=float, default=365.0,
+                        help="days devices accept the statement (365)")
+    rotate.set_defaults(handler=_rotate.keys_rotate)
 
     spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION")
     suggest = spec.add_parser("suggest", help="propose a spec from an event log or table")

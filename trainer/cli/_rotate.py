@@ -1,0 +1,60 @@
+"""``edgepersona keys rotate``: move devices from one bundle signing key to another.
+
+The statement it writes is signed by the old key (which devices trust) and by
+the new key (proof of possession); devices apply it with
+``PersonaClient.rotate_key``. The format and the device-side checks are in
+:mod:`edgepersona.sdk._rotation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from edgepersona.sdk import InputError
+from edgepersona.sdk._rotation import build_rotation_statement
+from edgepersona.sdk._signing import key_id
+
+from ._render import console
+
+__all__ = ["keys_rotate"]
+
+_MAX_VALID_DAYS = 36_500  # days
+
+
+def keys_rotate(args: argparse.Namespace) -> int:
+    """``edgepersona keys rotate``: write a key rotation statement.
+
+    Args:
+        args: ``old`` and ``new`` (key folders or PEM files), ``out`` (the
+            statement file, never overwritten), ``counter`` and ``expires_days``.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        InputError: a key cannot be loaded, the keys are the same, the counter
+            or validity is out of range, or ``out`` already exists.
+    """
+    from edgepersona.trainer.keys import load_signing_key
+
+    old, new = load_signing_key(Path(args.old)), load_signing_key(Path(args.new))
+    if not 0 < args.expires_days <= _MAX_VALID_DAYS:
+        raise InputError(f"--expires-days must be in (0, {_MAX_VALID_DAYS}], got {args.expires_days}")
+    statement = build_rotation_statement(old, new, counter=args.counter, now=datetime.now(UTC),
+                                         valid_for=timedelta(days=args.expires_days))
+    out = Path(args.out)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise InputError(f"{out} already exists; choose another --out") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(statement)
+    old_id, new_id = key_id(old.public_key()), key_id(new.public_key())
+    console.print(f"key rotation #{args.counter}: {old_id} -> {new_id}, written to {out}\n"
+                  "  1. ship this statement to devices (PersonaClient.rotate_key)\n"
+                  f"  2. sign the next bundle with the new key (--key {args.new});"
+                  f" devices will refuse bundles signed by {old_id} from then on")
+    return 0
