@@ -133,15 +133,14 @@ def bundle_source(bundle: str | os.PathLike[str] | bytes | Mapping[str, bytes]) 
     """
     if isinstance(bundle, Mapping):
         return _MemorySource(bundle)
-    try:
-        if isinstance(bundle, bytes):
-            return _ZipSource(zipfile.ZipFile(io.BytesIO(bundle)))
+    if not isinstance(bundle, bytes):
         path = Path(bundle)
         if path.is_dir():
             return _DirectorySource(path)
         if not path.exists():
             raise InputError(f"no bundle at {path}: expected a bundle directory or .zip archive")
-        return _ZipSource(zipfile.ZipFile(path))
+    try:
+        return _ZipSource(zipfile.ZipFile(io.BytesIO(bundle) if isinstance(bundle, bytes) else path))
     except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
         # zipfile raises several types for damaged archives (e.g. an unknown extract
         # version, a name flagged UTF-8 that is not); all mean the same to a device.
