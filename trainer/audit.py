@@ -104,7 +104,7 @@ def _ledger(path: Path | None, trusted: TrustedKeys, source: str | None) -> dict
                               if k in e} for e in entries if e.get("kind") == "spend"],
                 "sources": {s: {"budget_epsilon": v.epsilon, "budget_delta": v.delta,
                                 "spent_epsilon": v.spent_epsilon, "releases": v.releases,
-                                "remaining_epsilon": v.remaining_epsilon(1e-6)}
+                                "remaining_epsilon": v.remaining_epsilon(v.delta)}
                             for s, v in chosen.items()}}
     return {"error": errors[-1] if errors else "no trusted key verifies the ledger"}
 
@@ -171,7 +171,9 @@ def _tables(db: str) -> dict[str, list[str]]:
         return {"note": ["schema listing supports sqlite:/// URLs"]}
     with sqlite3.connect(f"file:{db[len('sqlite:///'):]}?mode=ro", uri=True) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {n: [c[1] for c in conn.execute(f"PRAGMA table_info({n})")] for n in sorted(names)}
+        quoted = {n: '"' + n.replace('"', '""') + '"' for n in names}
+        return {n: [c[1] for c in conn.execute(f"PRAGMA table_info({quoted[n]})")]
+                for n in sorted(names)}
 
 
 def fairness_table(m: Manifest, rows: npt.NDArray[np.float64], groups: Sequence[str]

@@ -28,7 +28,9 @@ def audit(args: argparse.Namespace) -> int:
     if args.html:
         from edgepersona.trainer.report import render_audit_report
 
-        Path(args.html).write_text(render_audit_report(report), encoding="utf-8")
+        from ._report import write_text_atomic
+
+        write_text_atomic(Path(args.html), render_audit_report(report))
     if args.json:
         print_json(report)
     else:
@@ -81,7 +83,7 @@ def _print(report: dict[str, Any]) -> None:
         for name, s in ledger["sources"].items():
             console.print(f"  ledger {name!r}: spent ε={s['spent_epsilon']:.4g} of"
                           f" {s['budget_epsilon']:g} in {s['releases']} release(s);"
-                          f" remaining ε≈{s['remaining_epsilon']:.4g} (at δ=1e-6)")
+                          f" remaining ε≈{s['remaining_epsilon']:.4g} for a release at δ={s['budget_delta']:g}")
     egress_table = Table(title=f"Egress: every field a device sends ({egress['envelope_bytes']} B"
                          f" per envelope; hybrid suite {egress['hybrid_envelope_bytes']} B)",
                          title_justify="left")

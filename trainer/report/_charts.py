@@ -12,12 +12,13 @@ labels, not manifests, so other reports can reuse them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._html import MINUS, SIGMA, esc
 
-__all__ = ["Bar", "Bubble", "Change", "bar_chart", "bubble_map", "diverging_bars", "dumbbell_chart"]
+__all__ = ["Bar", "Bubble", "Change", "Release", "bar_chart", "bubble_map", "budget_chart",
+           "diverging_bars", "dumbbell_chart"]
 
 INK = "#1f2328"
 ABOVE = "#0072B2"
@@ -54,6 +55,15 @@ class Change:
     label: str
     before: float | None
     after: float | None
+
+
+@dataclass(frozen=True)
+class Release:
+    """One bar of a budget chart: its date label, its own ε and the running total after it."""
+
+    label: str
+    epsilon: float
+    total: float
 
 
 def _open(chart_id: str, width: int, height: float, title: str, desc: str) -> str:
@@ -303,3 +313,104 @@ def _change_text(item: Change) -> str:
     if item.after is None:
         return f"{item.before:.0%} → gone"
     return f"{item.before:.0%} → {item.after:.0%}"
+
+
+def _tick_step(limit: float) -> float:
+    """A round axis step (1, 2, 2.5 or 5 times a power of ten) giving at most six ticks."""
+    raw = limit / 6
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(f * power for f in (1.0, 2.0, 2.5, 5.0, 10.0) if f * power >= raw * (1 - 1e-9))
+
+
+def _legend(swatches: Sequence[tuple[str, str, str]]) -> list[str]:
+    """A row of (fill, stroke, name) swatches along the top edge, so no mark relies on colour."""
+    parts, x = [], 2.0
+    for fill, stroke, name in swatches:
+        parts.append(f'<rect x="{x:.1f}" y="3" width="12" height="12" fill="{fill}" stroke="{stroke}"/>')
+        parts.append(_text(x + 17, 13, name, cls="small"))
+        x += 17 + len(name) * 6.8 + 16
+    return parts
+
+
+def _value_grid(limit: float, x1: float, x2: float, y: Callable[[float], float]) -> list[str]:
+    """Horizontal grid lines at round values (the zero line solid), labelled on the left."""
+    parts, step, i = [], _tick_step(limit), 0
+    while i * step <= limit * (1 + 1e-9):
+        ty = y(i * step)
+        parts.append(f'<line class="{"axis" if i == 0 else "grid"}" x1="{x1}" y1="{ty:.1f}"'
+                     f' x2="{x2}" y2="{ty:.1f}"/>')
+        parts.append(_text(x1 - 6, ty + 4, f"{i * step:g}", anchor="end", cls="small"))
+        i += 1
+    return parts
+
+
+def budget_chart(chart_id: str, releases: Sequence[Release], *, budget: float | None,
+                 ledger_total: float | None, limit: float, title: str, desc: str,
+                 width: int = 640) -> str:
+    """Cumulative spending as stacked bars, one per release, against a dashed budget line.
+
+    Each bar is outlined up to what earlier releases spent and solid for the release's own
+    part (hatched when the total passes the budget), its total written above it. A dotted
+    line after the last bar marks a separately computed total (e.g. an exact composition).
+
+    Args:
+        chart_id: a document-unique id.
+        releases: the bars, in order; ``total`` includes ``epsilon``.
+        budget: the budget line's value (None: no budget, no line).
+        ledger_total: the separately computed total, if any.
+        limit: the top of the value axis (shared between charts so they compare).
+        title: the chart's accessible name.
+        desc: a one-sentence summary for screen readers.
+        width: the chart width in px.
+
+    Returns:
+        The SVG markup.
+    """
+    left, right, top, plot_h, limit = 48, 150, 44, 190, limit if limit > 0 else 1.0
+    plot_w, bottom, scale = width - left - right, top + plot_h, plot_h / limit
+
+    def y(value: float) -> float:
+        return bottom - min(max(value, 0.0), limit) * scale
+
+    pattern, hatch = _hatch(chart_id, BELOW)
+    over = [budget is not None and r.total > budget * (1 + 1e-9) for r in releases]
+    parts = [_open(chart_id, width, bottom + 40, title, desc), pattern]
+    parts += _legend((("#ffffff", INK, "earlier releases"), (ABOVE, ABOVE, "this release"),
+                      (hatch, BELOW, "over budget"))[:3 if any(over) else 2])
+    parts.append(_text(2, top - 12, "cumulative ε", cls="small"))
+    parts += _value_grid(limit, left, left + plot_w, y)
+    slot = plot_w / max(len(releases), 1)
+    bar_w, every = max(1.5, min(slot * 0.6, 48.0)), max(1, math.ceil(84 / slot))
+    for i, (release, past) in enumerate(zip(releases, over, strict=True)):
+        cx = left + slot * (i + 0.5)
+        before = release.total - release.epsilon
+        if before > 0:
+            parts.append(f'<rect x="{cx - bar_w / 2:.1f}" y="{y(before):.1f}" width="{bar_w:.1f}"'
+                         f' height="{bottom - y(before):.1f}" fill="#ffffff" stroke="{INK}"/>')
+        own = max(y(before) - y(release.total), 1.0)
+        parts.append(f'<rect x="{cx - bar_w / 2:.1f}" y="{y(release.total):.1f}" width="{bar_w:.1f}"'
+                     f' height="{own:.1f}" fill="{hatch if past else ABOVE}"'
+                     f' stroke="{BELOW if past else ABOVE}"/>')
+        if slot >= 40 or i == len(releases) - 1:
+            text = (f"+{release.epsilon:.2g} → {release.total:.3g}" if slot >= 100
+                    else f"{release.total:.3g}")
+            parts.append(_text(cx, y(release.total) - 5, text, anchor="middle", cls="strong"))
+        if i % every == 0:
+            parts.append(_text(cx, bottom + 16, release.label, anchor="middle", cls="small"))
+    parts.append(_text(left + plot_w / 2, bottom + 34, "releases in ledger order, dated",
+                       anchor="middle", cls="small"))
+    wanted: list[tuple[float, str]] = []
+    if budget is not None:
+        parts.append(f'<line class="marker" x1="{left}" y1="{y(budget):.1f}" x2="{left + plot_w + 6}"'
+                     f' y2="{y(budget):.1f}"/>')
+        wanted.append((y(budget) + 4, f"budget ε = {budget:g}"))
+    if ledger_total is not None and releases:
+        start = left + slot * (len(releases) - 0.5) - bar_w / 2
+        parts.append(f'<line class="axis" x1="{start:.1f}" y1="{y(ledger_total):.1f}"'
+                     f' x2="{left + plot_w + 6}" y2="{y(ledger_total):.1f}" stroke-dasharray="2 2"'
+                     ' stroke-width="2"/>')
+        wanted.append((y(ledger_total) + 4, f"ledger total {ledger_total:.3g}"))
+    placed = _place_labels([w for w, _ in wanted], 16.0, top, bottom + 30)
+    for ly, (_, text) in zip(placed, wanted, strict=True):
+        parts.append(_text(left + plot_w + 10, ly, text, cls="small"))
+    return "".join(parts) + "</svg>"

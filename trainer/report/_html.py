@@ -96,6 +96,8 @@ caption { text-align: left; font-weight: 600; padding-bottom: .3rem; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: var(--back); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;
+  font-size: .85rem; overflow-wrap: anywhere; }
 details { margin: .25rem 0 .75rem; }
 summary { cursor: pointer; color: var(--accent); font-size: .92rem; }
 .callout { border: 1px solid var(--line); border-left: 6px solid var(--accent); border-radius: 6px;
@@ -223,7 +225,8 @@ def figure(svg_html: str, caption: str, table_html: str = "") -> str:
 
 
 def data_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-               caption: str | None = None, numeric: Sequence[int] = ()) -> str:
+               caption: str | None = None, numeric: Sequence[int] = (),
+               mono: Sequence[int] = ()) -> str:
     """A plain data table with column headers (first column as row headers).
 
     Args:
@@ -231,12 +234,15 @@ def data_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
         rows: cells as plain text, one sequence per row.
         caption: an optional table caption.
         numeric: indexes of right-aligned numeric columns.
+        mono: indexes of columns in a monospaced font that may break anywhere (digests, ids).
 
     Returns:
         The markup.
     """
     def cell(tag: str, index: int, text: str, scope: str) -> str:
-        cls = ' class="num"' if index in numeric else ""
+        kinds = (("num", numeric), ("mono", mono if scope == "row" else ()))
+        names = " ".join(n for n, cols in kinds if index in cols)
+        cls = f' class="{names}"' if names else ""
         return f'<{tag}{cls} scope="{scope}">{esc(text)}</{tag}>' if tag == "th" \
             else f"<{tag}{cls}>{esc(text)}</{tag}>"
 
