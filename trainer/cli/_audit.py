@@ -83,7 +83,8 @@ def _print(report: dict[str, Any]) -> None:
         for name, s in ledger["sources"].items():
             console.print(f"  ledger {name!r}: spent ε={s['spent_epsilon']:.4g} of"
                           f" {s['budget_epsilon']:g} in {s['releases']} release(s);"
-                          f" remaining ε≈{s['remaining_epsilon']:.4g} for a release at δ={s['budget_delta']:g}")
+                          f" remaining ε≈{s['remaining_epsilon']:.4g}"
+                          f" for a release at δ={s['budget_delta']:g}")
     egress_table = Table(title=f"Egress: every field a device sends ({egress['envelope_bytes']} B"
                          f" per envelope; hybrid suite {egress['hybrid_envelope_bytes']} B)",
                          title_justify="left")
