@@ -21,7 +21,7 @@ from .cards import cards_from_stats, cards_markdown
 from .export import sign_manifest
 from .export_onnx import build_onnx
 from .fit import PersonaKMeans
-from .lloyd import RowBlocks
+from .row_blocks import RowBlocks
 
 __all__ = ["TrainOptions", "TrainResult", "train_bundle"]
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from edgepersona.sdk import Assignment, FeatureSpec, InputError, PersonaRuntime, load_spec_json
 
 if TYPE_CHECKING:
+    from edgepersona.trainer.row_blocks import RowBlocks
     from edgepersona.trainer.train import TrainOptions
 
 from ._render import console, print_assignments, print_cards, print_json, progress_steps
@@ -109,14 +114,18 @@ def train(args: argparse.Namespace) -> int:
         raise InputError("train needs --key KEYS/ and --out BUNDLE/ (only --epsilon-sweep writes nothing)")
     key = load_signing_key(Path(args.key)) if args.key else None
     data = Path(args.events or args.table)
-    with progress_steps("training") as step:
+    if args.engine == "dask" and not args.spec:
+        raise InputError("--engine dask needs --spec: make one with `edgepersona spec suggest` on one file")
+    with progress_steps("training") as step, _engine(args):
         if args.spec:
             spec = load_spec_json(Path(args.spec).read_text(encoding="utf-8"))
         else:
             spec = _suggest(data, args, table=bool(args.table))
             step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
                  " data-derived bounds; see `edgepersona spec suggest`)")
-        if args.events:
+        if args.engine == "dask":
+            rows, bad, users = _dask_rows(spec, args, step)
+        elif args.events:
             log = read_event_log(data, _columns(args))  # type: ignore[arg-type]
             rows, bad, users = compute_features(log, spec, _time(args.at)), log.bad_rows, log.n_users
         else:
@@ -142,6 +151,29 @@ def train(args: argparse.Namespace) -> int:
     print_cards(result.manifest)
     console.print(f"bundle written to {out}")
     return 0
+
+
+def _engine(args: argparse.Namespace) -> AbstractContextManager[object]:
+    """The Dask client for --engine dask (to --scheduler, or a local cluster); else nothing."""
+    if args.engine != "dask":
+        return nullcontext()
+    from edgepersona.trainer.dask_engine import dask_client
+
+    return dask_client(args.scheduler)
+
+
+def _dask_rows(spec: FeatureSpec, args: argparse.Namespace, step: Callable[[str], None]
+               ) -> tuple[npt.NDArray[np.float64] | RowBlocks, Counter[str], int]:
+    """Feature rows computed on the Dask cluster from partitioned --events or --table."""
+    from edgepersona.trainer.dask_engine import worker_count
+    from edgepersona.trainer.dask_features import read_event_rows, read_table_rows
+
+    step(f"dask engine: {worker_count()} worker(s)")
+    if args.events:
+        read = read_event_rows(args.events, spec, _columns(args), _time(args.at))  # type: ignore[arg-type]
+    else:
+        read = read_table_rows(args.table, spec)
+    return read.rows, read.bad_rows, read.users
 
 
 def _with_privacy(options: TrainOptions, args: argparse.Namespace, data: Path) -> TrainOptions:

@@ -105,7 +105,8 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 def _add_sync(app: FastAPI, collector: Collector) -> None:
     """Register ``POST /v1/sync``."""
     refusals: dict[int | str, dict[str, Any]] = {
-        400: {"model": SyncResponse, "description": "invalid envelope (opaque) or malformed body"},
+        400: {"model": SyncResponse | ErrorResponse,  # one invalid envelope, or a malformed body
+              "description": "invalid envelope (opaque) or malformed body"},
         413: {"model": ErrorResponse, "description": "body or batch over the limit"},
         415: {"model": ErrorResponse, "description": "not application/octet-stream"},
         422: {"model": SyncResponse, "description": "stale, future, unknown version, bad shape"}}
