@@ -322,10 +322,16 @@ class PersonaClient:
         Raises:
             RollbackError: not newer than the trusted version.
             ModelIntegrityError: failed verification; the old bundle stays active.
+            StoreError: the trusted version could not be persisted; the old bundle stays active.
         """
         with self._lock:
+            previous = self._runtime._loaded
             version = self._runtime.update(bundle, now=_utc(self._clock()))
-            self._store.put(_GLOBAL, _TRUSTED, str(version).encode())
+            try:
+                self._store.put(_GLOBAL, _TRUSTED, str(version).encode())
+            except BaseException:
+                self._runtime._loaded = previous  # not persisted: switching would not survive a restart
+                raise
             return version
 
     def rotate_key(self, statement: bytes) -> tuple[str, ...]:
