@@ -17,7 +17,14 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AddResult", "AggregateStore", "DailyAggregate", "Increment", "PersonaAggregate"]
+__all__ = [
+    "AddResult",
+    "AggregateStore",
+    "DailyAggregate",
+    "Increment",
+    "PersonaAggregate",
+    "SummedAggregates",
+]
 
 FloatVector = npt.NDArray[np.float64]
 
@@ -169,6 +176,29 @@ def freeze(values: Sequence[float] | FloatVector) -> FloatVector:
     array = np.array(values, dtype=np.float64)
     array.setflags(write=False)
     return array
+
+
+class SummedAggregates:
+    """Mixin: :meth:`aggregates` from a store's own ``daily_aggregates`` (shared by the backends)."""
+
+    def daily_aggregates(self, model_version: int, *, first_day: int | None = None,
+                         last_day: int | None = None) -> list[DailyAggregate]:
+        """Implemented by each backend."""
+        raise NotImplementedError
+
+    def aggregates(self, model_version: int, *, first_day: int | None = None,
+                   last_day: int | None = None) -> dict[int, PersonaAggregate]:
+        """Per-persona aggregates summed over the day buckets in a range.
+
+        Args:
+            model_version: The model version.
+            first_day: The first day bucket included (default: all).
+            last_day: The last day bucket included (default: all).
+
+        Returns:
+            Persona index → aggregate, for personas with contributions.
+        """
+        return summed(self.daily_aggregates(model_version, first_day=first_day, last_day=last_day))
 
 
 def summed(model_cells: Sequence[DailyAggregate]) -> dict[int, PersonaAggregate]:

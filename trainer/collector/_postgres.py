@@ -60,7 +60,15 @@ from psycopg.rows import TupleRow
 
 from edgepersona.sdk import InputError, SchemaError
 
-from ._aggregates import AddResult, DailyAggregate, FloatVector, Increment, PersonaAggregate, freeze, summed
+from ._aggregates import (
+    AddResult,
+    DailyAggregate,
+    FloatVector,
+    Increment,
+    PersonaAggregate,
+    SummedAggregates,
+    freeze,
+)
 
 __all__ = ["PostgresAggregateStore"]
 
@@ -110,7 +118,7 @@ class _WidthClaimedError(Exception):
     """Another transaction stored a new model version's width first; run the call again."""
 
 
-class PostgresAggregateStore:
+class PostgresAggregateStore(SummedAggregates):
     """Aggregates and the dedupe ledger in a PostgreSQL database (see the module docstring).
 
     Args:
@@ -246,20 +254,6 @@ class PostgresAggregateStore:
                 help); nothing of it was written.
         """
         return self._retrying(lambda conn: _add(conn, increments, purge_before_day))
-
-    def aggregates(self, model_version: int, *, first_day: int | None = None,
-                   last_day: int | None = None) -> dict[int, PersonaAggregate]:
-        """Per-persona aggregates summed over the day buckets in a range.
-
-        Args:
-            model_version: The model version.
-            first_day: The first day bucket included (default: all).
-            last_day: The last day bucket included (default: all).
-
-        Returns:
-            Persona index → aggregate, for personas with contributions.
-        """
-        return summed(self.daily_aggregates(model_version, first_day=first_day, last_day=last_day))
 
     def daily_aggregates(self, model_version: int, *, first_day: int | None = None,
                          last_day: int | None = None) -> list[DailyAggregate]:

@@ -39,8 +39,8 @@ from ._aggregates import (
     FloatVector,
     Increment,
     PersonaAggregate,
+    SummedAggregates,
     freeze,
-    summed,
 )
 
 __all__ = ["SqliteAggregateStore"]
@@ -75,7 +75,7 @@ class _Cell:
     dirty: bool = field(default=False)
 
 
-class SqliteAggregateStore:
+class SqliteAggregateStore(SummedAggregates):
     """Aggregates and the dedupe ledger in one SQLite file (see the module docstring).
 
     Args:
@@ -217,20 +217,6 @@ class SqliteAggregateStore:
             return _Cell(0, np.zeros(width), np.zeros(width))
         return _Cell(int(row[0]), np.frombuffer(row[1], dtype=_VECTOR).astype(np.float64),
                      np.frombuffer(row[2], dtype=_VECTOR).astype(np.float64))
-
-    def aggregates(self, model_version: int, *, first_day: int | None = None,
-                   last_day: int | None = None) -> dict[int, PersonaAggregate]:
-        """Per-persona aggregates summed over the day buckets in a range.
-
-        Args:
-            model_version: The model version.
-            first_day: The first day bucket included (default: all).
-            last_day: The last day bucket included (default: all).
-
-        Returns:
-            Persona index → aggregate, for personas with contributions.
-        """
-        return summed(self.daily_aggregates(model_version, first_day=first_day, last_day=last_day))
 
     def daily_aggregates(self, model_version: int, *, first_day: int | None = None,
                          last_day: int | None = None) -> list[DailyAggregate]:
