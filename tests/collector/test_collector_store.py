@@ -30,17 +30,18 @@ def inc(key: int, *, day: int = 100, version: int = 1, persona: int = 0,
 def test_a_new_database_is_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     store = SqliteAggregateStore(path)
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     store.close()
     again = SqliteAggregateStore(path)
-    assert again.schema_version() == 1
+    assert again.schema_version() == 2
     again.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,)]
         tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"schema_migrations", "model_widths", "aggregates", "dedupe_ledger"}
+    assert tables == {"schema_migrations", "model_widths", "aggregates", "dedupe_ledger",
+                      "ledger_horizon"}
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

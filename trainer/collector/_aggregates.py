@@ -55,6 +55,7 @@ class AddResult(enum.Enum):
     ADDED = "added"  # aggregates grew and the ledger key was recorded
     DUPLICATE = "duplicate"  # the ledger already held the key; nothing changed
     WIDTH_CONFLICT = "width_conflict"  # the model version's stored sums have another length
+    STALE = "stale"  # its day is below the ledger's purge horizon: its key may be gone, refuse it
 
 
 @dataclass(frozen=True, eq=False)

@@ -46,7 +46,8 @@ _LEDGER_LABEL = b"edgepersona/collector-ledger-secret/v1"
 _SEQUENCE = struct.Struct(">Q")
 _UINT32_MAX = 2**32 - 1  # envelopes carry the model version as uint32
 _ADD_OUTCOME = {AddResult.ADDED: Outcome.ACCEPTED, AddResult.DUPLICATE: Outcome.DUPLICATE,
-                AddResult.WIDTH_CONFLICT: Outcome.WRONG_FEATURE_COUNT}
+                AddResult.WIDTH_CONFLICT: Outcome.WRONG_FEATURE_COUNT,
+                AddResult.STALE: Outcome.STALE_DAY_BUCKET}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -91,6 +91,11 @@ _MIGRATIONS: Final = (
         "CREATE TABLE dedupe_ledger (ledger_key bytea PRIMARY KEY, day_bucket bigint NOT NULL)",
         "CREATE INDEX dedupe_ledger_by_day ON dedupe_ledger (day_bucket)",
     )),
+    (2, "ledger purge horizon: day buckets below it are stale for good", (
+        "CREATE TABLE ledger_horizon (id integer PRIMARY KEY CHECK (id = 1),"
+        " day_bucket bigint NOT NULL)",
+        "INSERT INTO ledger_horizon VALUES (1, COALESCE((SELECT MIN(day_bucket) FROM dedupe_ledger), 0))",
+    )),
 )
 _INSERT_KEYS: Final = (
     "INSERT INTO dedupe_ledger (ledger_key, day_bucket)"
@@ -355,8 +360,23 @@ def _applied_version(conn: _Connection) -> int:
 
 def _add(conn: _Connection, increments: Sequence[Increment], purge_before_day: int
          ) -> list[AddResult]:
-    """The body of one ``add_increments`` transaction (steps 1 to 4 of the module docstring)."""
-    conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < %s", (purge_before_day,))
+    """The body of one ``add_increments`` transaction (steps 1 to 4 of the module docstring).
+
+    The purge horizon row is locked first (every writer takes it, so it also
+    orders them): it only moves forward, and a contribution of a day below it
+    is refused as stale, because its ledger key may already be purged.
+    """
+    row = conn.execute("UPDATE ledger_horizon SET day_bucket = GREATEST(day_bucket, %s)"
+                       " RETURNING day_bucket", (purge_before_day,)).fetchone()
+    horizon = int(row[0]) if row is not None else purge_before_day
+    conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < %s", (horizon,))
+    fresh = [i for i in increments if i.day_bucket >= horizon]
+    added = iter(_add_fresh(conn, fresh))
+    return [next(added) if i.day_bucket >= horizon else AddResult.STALE for i in increments]
+
+
+def _add_fresh(conn: _Connection, increments: Sequence[Increment]) -> list[AddResult]:
+    """Steps 2 to 4 for increments at or above the purge horizon."""
     if not increments:
         return []
     versions = sorted({increment.model_version for increment in increments})

@@ -58,6 +58,11 @@ _MIGRATIONS: Final = (
         " WITHOUT ROWID",
         "CREATE INDEX dedupe_ledger_by_day ON dedupe_ledger (day_bucket)",
     )),
+    (2, "ledger purge horizon: day buckets below it are stale for good", (
+        "CREATE TABLE ledger_horizon (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " day_bucket INTEGER NOT NULL)",
+        "INSERT INTO ledger_horizon VALUES (1, COALESCE((SELECT MIN(day_bucket) FROM dedupe_ledger), 0))",
+    )),
 )
 _UPSERT: Final = (
     "INSERT INTO aggregates (model_version, persona_index, day_bucket, count, sums, sumsq)"
@@ -165,10 +170,16 @@ class SqliteAggregateStore(SummedAggregates):
             sqlite3.Error: The transaction failed; nothing of it was written.
         """
         with self._lock, self._transaction():
-            self._conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < ?", (purge_before_day,))
+            # The horizon only moves forward: keys below it may be purged, so a contribution
+            # of such a day is refused whatever the judging collector's clock says.
+            self._conn.execute("UPDATE ledger_horizon SET day_bucket = MAX(day_bucket, ?)",
+                               (purge_before_day,))
+            (horizon,) = self._conn.execute("SELECT day_bucket FROM ledger_horizon").fetchone()
+            self._conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < ?", (horizon,))
             widths: dict[int, int] = {}
             cells: dict[tuple[int, int, int], _Cell] = {}
-            results = [self._add_one(increment, widths, cells) for increment in increments]
+            results = [AddResult.STALE if increment.day_bucket < horizon
+                       else self._add_one(increment, widths, cells) for increment in increments]
             self._conn.executemany(_UPSERT, [
                 (*key, cell.count, cell.sums.tobytes(), cell.sumsq.tobytes())
                 for key, cell in cells.items() if cell.dirty])
