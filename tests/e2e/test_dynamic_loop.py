@@ -6,6 +6,7 @@ import json
 import logging
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,15 @@ def test_no_raw_id_leaves_a_device_or_reaches_the_collector(loop: tuple[LoopResu
         assert token not in wire
         assert token not in stored
         assert token not in text
+
+
+def test_quickstart_dynamic_runs_the_loop_from_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgepersona.trainer.cli import main
+
+    work = tmp_path / "demo"
+    assert main(["quickstart", "--dynamic", "--dir", str(work), "--customers", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "pulled and verified v2" in out and "Drift v1" in out
+    assert (work / "bundles" / "retail-personas-v2").is_dir()
+    assert not (work / "bundles" / "retail-personas-v2.NEEDS_REVIEW").exists()  # approved
