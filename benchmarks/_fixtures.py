@@ -198,8 +198,8 @@ def bench_bundle(cfg: RunConfig) -> BenchBundle:
         return _CACHE[cfg.scratch]
     import time
 
-    from edgepersona.trainer.keys import generate_signing_key, load_signing_key
-    from edgepersona.trainer.train import TrainOptions, train_bundle
+    from edgepersona.trainer.release.keys import generate_signing_key, load_signing_key
+    from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
     private_path, public_path, _kid = generate_signing_key(cfg.scratch / "signing-key")
     private = load_signing_key(private_path)
@@ -219,7 +219,7 @@ def bench_bundle(cfg: RunConfig) -> BenchBundle:
 
 def bundle_dir(cfg: RunConfig) -> Path:
     """The benchmark bundle written as a folder (for subprocesses)."""
-    from edgepersona.trainer.export import write_bundle
+    from edgepersona.trainer.release.export import write_bundle
 
     out = cfg.scratch / "bundle"
     if not out.exists():

@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import FeatureSpec, PersonaRuntime
-from edgepersona.sdk._assign import INPUT_NAME, OUTPUT_NAMES, session_options
-from edgepersona.sdk._manifest import AssignerParams
+from edgepersona.sdk.protocol.assign import INPUT_NAME, OUTPUT_NAMES, session_options
+from edgepersona.sdk.protocol.manifest import AssignerParams
 
 from ._fixtures import bench_bundle
 from ._measure import Call, RunConfig, SuiteResult, time_interleaved, time_spaced

@@ -64,12 +64,12 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from edgepersona.sdk import Feature, FeatureSpec, Manifest
-from edgepersona.sdk._assign import model_space, numpy_assign
-from edgepersona.trainer import dp
-from edgepersona.trainer.dp import DPKMeans
-from edgepersona.trainer.ledger import gaussian_mu
-from edgepersona.trainer.refit import PersonaAggregates, RefitPrivacy, noisy_aggregates
-from edgepersona.trainer.train import TrainOptions, train_bundle
+from edgepersona.sdk.protocol.assign import model_space, numpy_assign
+from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.dp_kmeans import DPKMeans
+from edgepersona.trainer.privacy.ledger import gaussian_mu
+from edgepersona.trainer.release.refit import PersonaAggregates, RefitPrivacy, noisy_aggregates
+from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

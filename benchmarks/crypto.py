@@ -20,10 +20,10 @@ from functools import partial
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from edgepersona.sdk import Contribution, Opener, PersonaRuntime, Sealer, SealSuite
-from edgepersona.sdk._bundle import bundle_source, verify_bundle
-from edgepersona.sdk._seal import generate_collector_keypair
-from edgepersona.sdk._signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys
+from edgepersona.sdk import Contribution, PersonaRuntime, Sealer, SealSuite
+from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
+from edgepersona.sdk.protocol.envelope import Opener, generate_collector_keypair
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys
 
 from ._fixtures import bench_bundle
 from ._measure import Call, RunConfig, SuiteResult, time_interleaved

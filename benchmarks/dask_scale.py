@@ -62,7 +62,7 @@ def _write_table(folder: Path, users: int, seed: int) -> int:
 
 def _fit(data: Any, seed: int) -> Any:
     """The trainer suite's like-for-like fit."""
-    from edgepersona.trainer.fit import PersonaKMeans
+    from edgepersona.trainer.engines.kmeans import PersonaKMeans
 
     return PersonaKMeans(spec16(), n_clusters=K, n_init=1, stability_rounds=0, seed=seed).fit(data)
 
@@ -117,8 +117,8 @@ def _local_reference(users: int, seed: int) -> tuple[float, float, float]:
 
 def _dask_run(folder: Path, seed: int) -> dict[str, Any]:
     """Read the partitioned table on a 2-worker cluster and fit; times and worker peaks."""
-    from edgepersona.trainer.dask_engine import dask_client
-    from edgepersona.trainer.dask_features import read_table_rows
+    from edgepersona.trainer.data.dask_features import read_table_rows
+    from edgepersona.trainer.engines.dask_engine import dask_client
 
     with dask_client(workers=2, threads_per_worker=1, memory_limit=WORKER_MEMORY) as client:
         _fit(user_rows(spec16(), 2_000, seed), seed)  # imports on the client, not timed

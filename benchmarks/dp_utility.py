@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import KMeans
 
-from edgepersona.trainer.dp import fit_dp_kmeans
+from edgepersona.trainer.privacy.dp_kmeans import fit_dp_kmeans
 
 F64 = npt.NDArray[np.float64]
 K, D, DELTA = 8, 16, 1e-6

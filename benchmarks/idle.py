@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import PersonaRuntime
-from edgepersona.sdk._assign import INPUT_NAME
+from edgepersona.sdk.protocol.assign import INPUT_NAME
 
 from ._fixtures import bench_bundle
 from ._measure import RunConfig, SuiteResult

@@ -56,8 +56,8 @@ import numpy.typing as npt
 
 from edgepersona.sdk import Contribution, Sealer, day_bucket
 from edgepersona.trainer.collector import AggregateStore, BundleShelf, encode_batch, open_store
-from edgepersona.trainer.export import zip_bundle
-from edgepersona.trainer.keys import generate_collector_key
+from edgepersona.trainer.release.export import zip_bundle
+from edgepersona.trainer.release.keys import generate_collector_key
 
 from ._fixtures import bench_bundle
 from ._measure import RunConfig

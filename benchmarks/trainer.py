@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import FeatureSpec
-from edgepersona.trainer.export_onnx import build_onnx
-from edgepersona.trainer.fit import PersonaKMeans
+from edgepersona.trainer.engines.kmeans import PersonaKMeans
+from edgepersona.trainer.release.export_onnx import build_onnx
 
 from ._fixtures import K, spec16, user_rows
 from ._measure import RunConfig, SuiteResult, time_calls

@@ -29,11 +29,10 @@ with atheris.instrument_imports(include=["edgepersona"]):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from edgepersona.sdk import PersonaError
-    from edgepersona.sdk._assign import _refuse_external_data
-    from edgepersona.sdk._bundle import bundle_source, verify_bundle
-    from edgepersona.sdk._rotation import ROTATION_CONTEXT, build_rotation_statement
-    from edgepersona.sdk._runtime import load_assigner
-    from edgepersona.sdk._signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
+    from edgepersona.sdk.protocol.assign import load_assigner, refuse_external_data
+    from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
+    from edgepersona.sdk.protocol.rotation import ROTATION_CONTEXT, build_rotation_statement
+    from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
 
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
 FILES = {path.name: path.read_bytes() for path in REFERENCE.iterdir() if path.is_file()}
@@ -95,7 +94,7 @@ def test_one_input(data: bytes) -> None:
             except KNOWN_ARCHIVE_BUGS as exc:
                 tolerate_known_bug(f"{type(exc).__name__} from bundle_source(zip bytes)")
         elif target == 3:
-            _refuse_external_data(mutated(fdp, FILES["model.onnx"]))
+            refuse_external_data(mutated(fdp, FILES["model.onnx"]))
         elif target == 4:
             statement = mutated(fdp, STATEMENT, document=json.loads(STATEMENT))
             TRUSTED.rotate(statement, now=datetime.now(UTC) if fdp.ConsumeBool() else NOW)

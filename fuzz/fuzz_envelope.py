@@ -14,13 +14,18 @@ import atheris
 from _harness import mutated
 
 with atheris.instrument_imports(include=["edgepersona"]):
-    from edgepersona.sdk import Contribution, InputError, InvalidEnvelope, Opener, Sealer, SealSuite
-    from edgepersona.sdk._seal import _decode, _encode, generate_collector_keypair
+    from edgepersona.sdk import Contribution, InputError, InvalidEnvelope, Sealer, SealSuite
+    from edgepersona.sdk.protocol.envelope import (
+        Opener,
+        decode_payload,
+        encode_payload,
+        generate_collector_keypair,
+    )
 
 APP_ID = "fuzz-app"
 ORIGINAL = Contribution(pseudonym="ab" * 16, pseudonym_epoch=3, sequence=7, day_bucket=20_000,
                         model_version=2, persona_index=1, features=(0.5, 1.5, -2.0))
-PAYLOAD = _encode(ORIGINAL)
+PAYLOAD = encode_payload(ORIGINAL)
 SUITES = []
 for _suite in SealSuite:
     _private, _public = generate_collector_keypair(_suite)
@@ -41,7 +46,7 @@ def test_one_input(data: bytes) -> None:
             raise AssertionError(f"a mutated envelope opened to something else: {opened!r}")
     elif target == 1:
         try:
-            _decode(mutated(fdp, PAYLOAD), 2, 1_024)  # the plaintext parser behind the AEAD
+            decode_payload(mutated(fdp, PAYLOAD), 2, 1_024)  # the plaintext parser behind the AEAD
         except InvalidEnvelope:
             return
     else:

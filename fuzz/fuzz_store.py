@@ -34,8 +34,8 @@ with atheris.instrument_imports(include=["edgepersona"]):
         PersonaError,
         load_spec_json,
     )
-    from edgepersona.sdk._rotation import dump_trust, load_trust
-    from edgepersona.sdk._signing import TrustedKeys
+    from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
+    from edgepersona.sdk.protocol.signing import TrustedKeys
 
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
 SPEC_TEXT = json.dumps(json.loads((REFERENCE / "manifest.json").read_bytes())["spec"])

@@ -1,6 +1,11 @@
 """edgepersona's device SDK: verify a signed persona bundle, fold events, assign locally.
 
-The package root exports the safe recipes only; underscore modules are private.
+The package root exports the safe recipes a device needs; underscore modules are
+private. The contract the device shares with the server (feature spec, manifest,
+signing and rotation, bundle verification, envelope and batch framing, the fold
+and the assignment maths) is the public layer :mod:`edgepersona.sdk.protocol`,
+which the trainer and the collector build on as well.
+
 Names load lazily on first use (PEP 562): a device that only assigns never pays
 for the modules behind sync, the store or sealing, which keeps cold start short.
 """
@@ -10,75 +15,140 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    BudgetExceededError,
-    BundleExpiredError,
-    InputError,
-    InvalidEnvelope,
-    ModelIntegrityError,
-    NotFittedError,
-    PersonaError,
-    RollbackError,
-    SchemaError,
-    StoreCorruptError,
-    StoreError,
-    TransportError,
-    UntrustedKeyError,
+from edgepersona.sdk.errors import (
+    BundleExpiredError as BundleExpiredError,
+    InputError as InputError,
+    InvalidEnvelope as InvalidEnvelope,
+    ModelIntegrityError as ModelIntegrityError,
+    PersonaError as PersonaError,
+    RollbackError as RollbackError,
+    SchemaError as SchemaError,
+    StoreCorruptError as StoreCorruptError,
+    StoreError as StoreError,
+    TransportError as TransportError,
+    UntrustedKeyError as UntrustedKeyError,
 )
 
 if TYPE_CHECKING:
-    from ._client import ClientOptions, PersonaClient, TrackedEvent
-    from ._explain import Reason
-    from ._fold import FoldPlan, FoldState
-    from ._keystore import FileKeyProvider, KeyProvider, MemoryKeyProvider
-    from ._manifest import Manifest, PersonaCard
-    from ._pseudonym import Pseudonym, Pseudonymizer, SecretProvider
-    from ._runtime import Assignment, PersonaRuntime
-    from ._seal import Contribution, Opener, SealConfig, Sealer, SealSuite, day_bucket
-    from ._spec import Feature, FeatureSpec, Window, load_spec_json
-    from ._store import EncryptedStore
-    from ._sync import HttpTransport, MemoryTransport, SyncAgent, SyncReport, Transport
+    from ._client import (
+        ClientOptions as ClientOptions,
+        PersonaClient as PersonaClient,
+        TrackedEvent as TrackedEvent,
+    )
+    from ._explain import (
+        Reason as Reason,
+    )
+    from ._keystore import (
+        FileKeyProvider as FileKeyProvider,
+        KeyProvider as KeyProvider,
+        MemoryKeyProvider as MemoryKeyProvider,
+    )
+    from ._pseudonym import (
+        DEFAULT_EPOCH_PERIOD_S as DEFAULT_EPOCH_PERIOD_S,
+        Pseudonym as Pseudonym,
+        Pseudonymizer as Pseudonymizer,
+        SecretProvider as SecretProvider,
+    )
+    from ._runtime import (
+        Assignment as Assignment,
+        PersonaRuntime as PersonaRuntime,
+    )
+    from ._store import (
+        EncryptedStore as EncryptedStore,
+    )
+    from ._sync import (
+        HttpTransport as HttpTransport,
+        MemoryTransport as MemoryTransport,
+        SyncAgent as SyncAgent,
+        SyncReport as SyncReport,
+        Transport as Transport,
+    )
+    from .protocol.envelope import (
+        Contribution as Contribution,
+        SealConfig as SealConfig,
+        Sealer as Sealer,
+        SealSuite as SealSuite,
+        day_bucket as day_bucket,
+    )
+    from .protocol.fold import (
+        FoldPlan as FoldPlan,
+        FoldState as FoldState,
+    )
+    from .protocol.manifest import (
+        Manifest as Manifest,
+        PersonaCard as PersonaCard,
+    )
+    from .protocol.spec import (
+        Feature as Feature,
+        FeatureSpec as FeatureSpec,
+        Window as Window,
+        load_spec_json as load_spec_json,
+    )
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Assignment": "_runtime",
-    "ClientOptions": "_client",
-    "Contribution": "_seal",
-    "EncryptedStore": "_store",
-    "Feature": "_spec",
-    "FeatureSpec": "_spec",
-    "FileKeyProvider": "_keystore",
-    "FoldPlan": "_fold",
-    "FoldState": "_fold",
-    "HttpTransport": "_sync",
-    "KeyProvider": "_keystore",
-    "Manifest": "_manifest",
-    "MemoryKeyProvider": "_keystore",
-    "MemoryTransport": "_sync",
-    "Opener": "_seal",
-    "PersonaCard": "_manifest",
-    "PersonaClient": "_client",
-    "PersonaRuntime": "_runtime",
-    "Pseudonym": "_pseudonym",
-    "Pseudonymizer": "_pseudonym",
-    "Reason": "_explain",
-    "SealConfig": "_seal",
-    "SealSuite": "_seal",
-    "Sealer": "_seal",
-    "SecretProvider": "_pseudonym",
-    "SyncAgent": "_sync",
-    "SyncReport": "_sync",
-    "TrackedEvent": "_client",
-    "Transport": "_sync",
-    "Window": "_spec",
-    "day_bucket": "_seal",
-    "load_spec_json": "_spec",
+# The one table of public names: name -> the module that defines it (loaded on first use).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    '_client': (
+        'ClientOptions',
+        'PersonaClient',
+        'TrackedEvent',
+    ),
+    '_explain': (
+        'Reason',
+    ),
+    '_keystore': (
+        'FileKeyProvider',
+        'KeyProvider',
+        'MemoryKeyProvider',
+    ),
+    '_pseudonym': (
+        'DEFAULT_EPOCH_PERIOD_S',
+        'Pseudonym',
+        'Pseudonymizer',
+        'SecretProvider',
+    ),
+    '_runtime': (
+        'Assignment',
+        'PersonaRuntime',
+    ),
+    '_store': (
+        'EncryptedStore',
+    ),
+    '_sync': (
+        'HttpTransport',
+        'MemoryTransport',
+        'SyncAgent',
+        'SyncReport',
+        'Transport',
+    ),
+    'protocol.envelope': (
+        'Contribution',
+        'SealConfig',
+        'SealSuite',
+        'Sealer',
+        'day_bucket',
+    ),
+    'protocol.fold': (
+        'FoldPlan',
+        'FoldState',
+    ),
+    'protocol.manifest': (
+        'Manifest',
+        'PersonaCard',
+    ),
+    'protocol.spec': (
+        'Feature',
+        'FeatureSpec',
+        'Window',
+        'load_spec_json',
+    ),
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the module behind a public name on first access."""
+    """Import the module behind a public name on first access (PEP 562)."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -88,53 +158,21 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return list(__all__)
 
-__all__ = [
-    "Assignment",
-    "BudgetExceededError",
-    "BundleExpiredError",
-    "ClientOptions",
-    "Contribution",
-    "EncryptedStore",
-    "Feature",
-    "FeatureSpec",
-    "FileKeyProvider",
-    "FoldPlan",
-    "FoldState",
-    "HttpTransport",
-    "InputError",
-    "InvalidEnvelope",
-    "KeyProvider",
-    "Manifest",
-    "MemoryKeyProvider",
-    "MemoryTransport",
-    "ModelIntegrityError",
-    "NotFittedError",
-    "Opener",
-    "PersonaCard",
-    "PersonaClient",
-    "PersonaError",
-    "PersonaRuntime",
-    "Pseudonym",
-    "Pseudonymizer",
-    "Reason",
-    "RollbackError",
-    "SchemaError",
-    "SealConfig",
-    "SealSuite",
-    "Sealer",
-    "SecretProvider",
-    "StoreCorruptError",
-    "StoreError",
-    "SyncAgent",
-    "SyncReport",
-    "TrackedEvent",
-    "Transport",
-    "TransportError",
-    "UntrustedKeyError",
-    "Window",
-    "__version__",
-    "day_bucket",
-    "load_spec_json",
-]
+
+__all__ = sorted([
+    *_LAZY,
+    'BundleExpiredError',
+    'InputError',
+    'InvalidEnvelope',
+    'ModelIntegrityError',
+    'PersonaError',
+    'RollbackError',
+    'SchemaError',
+    'StoreCorruptError',
+    'StoreError',
+    'TransportError',
+    'UntrustedKeyError',
+    '__version__',
+])

@@ -12,7 +12,7 @@ fails, the in-memory state is dropped and the committed one is reloaded.
 
 Rules for time: an event more than ``max_future_seconds`` after the clock is
 refused (:class:`InputError`, nothing folded); older events are folded exactly
-(see :mod:`edgepersona.sdk._fold`). ``assign`` evaluates at the clock, or at
+(see :mod:`edgepersona.sdk.protocol.fold`). ``assign`` evaluates at the clock, or at
 the subject's latest event if the clock is behind it.
 
 Thread-safety: every public method may be called from any thread; one lock
@@ -31,14 +31,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal, Self
 
-from ._assign import model_space
-from ._fold import FoldState, PropertyValue, check_event
-from ._keystore import KeyProvider
-from ._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
-from ._rotation import dump_trust, load_trust
-from ._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
-from ._store import EncryptedStore
-from .errors import InputError, StoreCorruptError
+from edgepersona.sdk._keystore import KeyProvider
+from edgepersona.sdk._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
+from edgepersona.sdk._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
+from edgepersona.sdk._store import EncryptedStore
+from edgepersona.sdk.errors import InputError, StoreCorruptError
+from edgepersona.sdk.protocol.assign import model_space
+from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
+from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
 
 __all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
 
@@ -339,7 +339,7 @@ class PersonaClient:
 
         The rotated key set is persisted before it is used, so after a restart
         the device trusts the new key and never again the retired one (see
-        :mod:`edgepersona.sdk._rotation`). The active bundle stays active;
+        :mod:`edgepersona.sdk.protocol.rotation`). The active bundle stays active;
         update to a bundle signed by the new key next.
 
         Args:

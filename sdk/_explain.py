@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ._manifest import Manifest
+from edgepersona.sdk.protocol.manifest import Manifest
 
 __all__ = ["Reason", "explain_margin"]
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final, Protocol
 
-from .errors import StoreError
+from edgepersona.sdk.errors import StoreError
 
 __all__ = ["KEY_BYTES", "FileKeyProvider", "KeyProvider", "MemoryKeyProvider", "checked_key", "os_errors"]
 

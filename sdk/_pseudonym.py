@@ -43,7 +43,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, Literal, NoReturn, Protocol, get_args, runtime_checkable
 
-from .errors import InputError
+from edgepersona.sdk.errors import InputError
 
 __all__ = [
     "DEFAULT_EPOCH_PERIOD_S",

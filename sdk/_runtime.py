@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from ._assign import Assigner, NumpyAssigner, OnnxAssigner, import_onnxruntime
-from ._bundle import VerifiedBundle, bundle_source, verify_bundle
-from ._explain import Reason, explain_margin
-from ._fold import FoldPlan
-from ._manifest import Manifest, PersonaCard
-from ._signing import TrustedKeys
-from ._spec import FeatureSpec
-from .errors import InputError, ModelIntegrityError
+from edgepersona.sdk._explain import Reason, explain_margin
+from edgepersona.sdk.errors import InputError, ModelIntegrityError
+from edgepersona.sdk.protocol.assign import Assigner, load_assigner
+from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
+from edgepersona.sdk.protocol.fold import FoldPlan
+from edgepersona.sdk.protocol.manifest import Manifest, PersonaCard
+from edgepersona.sdk.protocol.signing import TrustedKeys
+from edgepersona.sdk.protocol.spec import FeatureSpec
 
-__all__ = ["Assignment", "PersonaRuntime", "load_assigner"]
+__all__ = ["Assignment", "PersonaRuntime"]
 
 BundleInput = str | os.PathLike[str] | bytes | Mapping[str, bytes]
 KeyInput = bytes | str | object
@@ -63,36 +63,6 @@ class _Loaded:
     assigner: Assigner
     plan: FoldPlan
     key_id: str
-
-
-def load_assigner(verified: VerifiedBundle, backend: str = "auto") -> Assigner:
-    """Build the assigner for a verified bundle.
-
-    Args:
-        verified: the verified bundle.
-        backend: ``onnxruntime``, ``numpy`` or ``auto`` (onnxruntime when importable).
-
-    Returns:
-        The assigner.
-
-    Raises:
-        InputError: an unknown backend, or ``onnxruntime`` asked for but not installed.
-        ModelIntegrityError: the graph does not load or does not match the manifest.
-    """
-    manifest = verified.manifest
-    if backend not in ("auto", "onnxruntime", "numpy"):
-        raise InputError(f"backend must be 'auto', 'onnxruntime' or 'numpy', got {backend!r}")
-    if backend != "numpy":
-        try:
-            import_onnxruntime()
-        except ImportError:
-            if backend == "onnxruntime":
-                raise InputError("backend 'onnxruntime' requested but onnxruntime is not"
-                                 " installed; use backend='numpy'") from None
-            backend = "numpy"
-    if backend == "numpy":
-        return NumpyAssigner(manifest.assigner)
-    return OnnxAssigner(verified.model_bytes, manifest.assigner)
 
 
 class PersonaRuntime:

@@ -82,7 +82,7 @@ from typing import ClassVar, Final, Self
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ._keystore import (
+from edgepersona.sdk._keystore import (
     KEY_BYTES,
     FileKeyProvider,
     KeyProvider,
@@ -90,7 +90,7 @@ from ._keystore import (
     checked_key,
     os_errors,
 )
-from .errors import InputError, StoreCorruptError, StoreError
+from edgepersona.sdk.errors import InputError, StoreCorruptError, StoreError
 
 __all__ = ["EncryptedStore", "FileKeyProvider", "KeyProvider", "MemoryKeyProvider"]
 

@@ -1,7 +1,7 @@
 """Syncing sealed contributions from the device, and pulling newer bundles.
 
 What leaves the device is one sealed envelope per contribution (see
-:mod:`edgepersona.sdk._seal` for every field and its size): the sync-domain
+:mod:`edgepersona.sdk.protocol.envelope` for every field and its size): the sync-domain
 pseudonym, a sequence number, the day bucket, the model version, the persona
 index and the features in the model's bounded space (clipped, transformed; no
 raw value, no raw id, no exact time).
@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import json
 import secrets
-import struct
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._client import PersonaClient
+    from edgepersona.sdk._client import PersonaClient
 
-from ._seal import Contribution, Sealer, day_bucket
-from ._store import EncryptedStore
-from .errors import InputError, RollbackError, StoreCorruptError, TransportError
+from edgepersona.sdk._store import EncryptedStore
+from edgepersona.sdk.errors import InputError, RollbackError, StoreCorruptError, TransportError
+from edgepersona.sdk.protocol.envelope import Contribution, Sealer, day_bucket
+from edgepersona.sdk.protocol.framing import decode_batch, encode_batch
 
 __all__ = [
     "HttpTransport",
@@ -53,75 +53,12 @@ __all__ = [
     "SyncReport",
     "Transport",
     "TransportError",
-    "decode_batch",
-    "encode_batch",
 ]
 
-_BATCH_HEAD = struct.Struct(">3sBH")  # magic, framing version, envelope count
-_LENGTH = struct.Struct(">I")
-_MAX_SLOT_BYTES = 65_535  # bytes; far above any envelope the SDK seals
-BATCH_MAGIC = b"EPB"
 _GLOBAL = EncryptedStore.GLOBAL
 _QUEUE = "sync_queue"
 _SEQUENCE = "sync_sequence"
 _COUNTERS = "sync_counters"
-
-
-def encode_batch(envelopes: Sequence[bytes]) -> bytes:
-    """Frame envelopes as one ``POST /v1/sync`` body.
-
-    Layout (big-endian): ``b"EPB"``, framing version 1 (u8), count (u16), then
-    per envelope its length (u32) and bytes.
-
-    Args:
-        envelopes: 1..65,535 sealed envelopes.
-
-    Returns:
-        The body.
-
-    Raises:
-        InputError: no envelopes, too many, or an empty one.
-    """
-    if not 1 <= len(envelopes) <= 0xFFFF:
-        raise InputError(f"a batch holds 1..65535 envelopes, got {len(envelopes)}")
-    if any(not 1 <= len(e) <= _MAX_SLOT_BYTES for e in envelopes):
-        raise InputError(f"every envelope in a batch must be 1..{_MAX_SLOT_BYTES} bytes")
-    parts = [_BATCH_HEAD.pack(BATCH_MAGIC, 1, len(envelopes))]
-    for envelope in envelopes:
-        parts += [_LENGTH.pack(len(envelope)), envelope]
-    return b"".join(parts)
-
-
-def decode_batch(body: bytes) -> list[bytes]:
-    """Split a body written by :func:`encode_batch` (strict: no trailing bytes).
-
-    Args:
-        body: the batch body.
-
-    Returns:
-        The envelopes.
-
-    Raises:
-        InputError: the body is not a well-formed batch.
-    """
-    if len(body) < _BATCH_HEAD.size:
-        raise InputError("batch body is truncated")
-    magic, version, count = _BATCH_HEAD.unpack_from(body)
-    if magic != BATCH_MAGIC or version != 1 or count == 0:
-        raise InputError("not a version 1 batch of 1+ envelopes")
-    envelopes, offset = [], _BATCH_HEAD.size
-    for index in range(count):
-        if offset + _LENGTH.size > len(body):
-            raise InputError(f"batch ends before envelope {index}'s length")
-        (length,) = _LENGTH.unpack_from(body, offset)
-        offset += _LENGTH.size
-        if not 1 <= length <= _MAX_SLOT_BYTES or offset + length > len(body):
-            raise InputError(f"envelope {index} declares an impossible length")
-        envelopes.append(body[offset:offset + length])
-        offset += length
-    if offset != len(body):
-        raise InputError(f"{len(body) - offset} bytes follow the last envelope of the batch")
-    return envelopes
 
 
 class Transport(Protocol):

@@ -14,8 +14,9 @@ so an app can catch everything edgepersona-specific with one ``except``::
     ├── TransportError             the collector could not be reached; retry later
     ├── StoreError                 the encrypted local store cannot be used
     │   └── StoreCorruptError      tampered or truncated; see the recovery in its message
-    ├── BudgetExceededError        a release would spend more privacy budget than is left
-    └── NotFittedError (AttributeError)  an estimator was used before ``fit``
+    └── (server side, in :mod:`edgepersona.trainer.errors`)
+        ├── BudgetExceededError    a release would spend more privacy budget than is left
+        └── NotFittedError (AttributeError)  an estimator was used before ``fit``
 
 Messages say what was expected, what was found and what to do next, except
 for cryptographic failures of sealed payloads, which are opaque on purpose: an
@@ -25,12 +26,10 @@ attacker learns nothing about which check failed.
 from __future__ import annotations
 
 __all__ = [
-    "BudgetExceededError",
     "BundleExpiredError",
     "InputError",
     "InvalidEnvelope",
     "ModelIntegrityError",
-    "NotFittedError",
     "PersonaError",
     "RollbackError",
     "SchemaError",
@@ -90,11 +89,3 @@ class StoreError(PersonaError):
 
 class StoreCorruptError(StoreError):
     """The local store is tampered, truncated or encrypted under another key."""
-
-
-class BudgetExceededError(PersonaError):
-    """A release would spend more privacy budget than the ledger has left."""
-
-
-class NotFittedError(PersonaError, AttributeError):
-    """An estimator was used before ``fit`` was called."""

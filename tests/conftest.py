@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import settings
 
 from edgepersona.sdk import Feature, FeatureSpec, Window
-from edgepersona.sdk._bundle import MANIFEST_NAME, SIGNATURE_NAME
-from edgepersona.sdk._manifest import canonical_json
-from edgepersona.sdk._signing import MANIFEST_CONTEXT, sign
-from edgepersona.trainer.export import sign_manifest, write_bundle, zip_bundle
-from edgepersona.trainer.keys import generate_signing_key, load_signing_key
-from edgepersona.trainer.train import TrainOptions, TrainResult, train_bundle
+from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, SIGNATURE_NAME
+from edgepersona.sdk.protocol.manifest import canonical_json
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, sign
+from edgepersona.trainer.release.export import sign_manifest, write_bundle, zip_bundle
+from edgepersona.trainer.release.keys import generate_signing_key, load_signing_key
+from edgepersona.trainer.release.train import TrainOptions, TrainResult, train_bundle
 
 # Deterministic property tests: the same examples on every run and machine, no
 # wall-clock deadline (the first onnxruntime call is slow), no example database.

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import EncryptedStore, MemoryKeyProvider, PersonaClient
-from edgepersona.sdk._rotation import build_rotation_statement
+from edgepersona.sdk.protocol.rotation import build_rotation_statement
 
 from .repository import BundleRepository
 

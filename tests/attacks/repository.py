@@ -17,8 +17,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgepersona.sdk._bundle import MANIFEST_NAME, SIGNATURE_NAME
-from edgepersona.trainer.export import sign_manifest
+from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, SIGNATURE_NAME
+from edgepersona.trainer.release.export import sign_manifest
 
 Files = dict[str, bytes]
 Edit = Callable[[dict[str, Any]], None]

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from edgepersona.sdk import InputError
-from edgepersona.sdk._signing import TrustedKeys
+from edgepersona.sdk.protocol.signing import TrustedKeys
 from edgepersona.trainer.cli import main
 from edgepersona.trainer.cli._parser import build_parser
 from edgepersona.trainer.cli._rotate import keys_rotate
-from edgepersona.trainer.keys import generate_signing_key, load_signing_key
+from edgepersona.trainer.release.keys import generate_signing_key, load_signing_key
 
 
 @pytest.fixture

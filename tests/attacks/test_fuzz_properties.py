@@ -26,8 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgepersona.sdk import (
     Contribution,
@@ -36,7 +35,6 @@ from edgepersona.sdk import (
     FoldState,
     InvalidEnvelope,
     MemoryKeyProvider,
-    Opener,
     PersonaError,
     PersonaRuntime,
     Sealer,
@@ -44,12 +42,12 @@ from edgepersona.sdk import (
     StoreCorruptError,
     load_spec_json,
 )
-from edgepersona.sdk._bundle import bundle_source, verify_bundle
-from edgepersona.sdk._fold import PropertyValue
-from edgepersona.sdk._manifest import Manifest, parse_manifest
-from edgepersona.sdk._seal import generate_collector_keypair
-from edgepersona.sdk._signing import MANIFEST_CONTEXT, TrustedKeys, sign
-from edgepersona.sdk._spec import FeatureSpec
+from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
+from edgepersona.sdk.protocol.envelope import Opener, generate_collector_keypair
+from edgepersona.sdk.protocol.fold import PropertyValue
+from edgepersona.sdk.protocol.manifest import Manifest, parse_manifest
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, sign
+from edgepersona.sdk.protocol.spec import FeatureSpec
 
 T = TypeVar("T")
 DEADLINE_S = 10.0  # seconds one call may take before it counts as a hang

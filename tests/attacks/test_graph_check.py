@@ -15,13 +15,12 @@ from typing import Any
 import onnx
 import onnxruntime
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from edgepersona.sdk import ModelIntegrityError
-from edgepersona.sdk._assign import OnnxAssigner, _refuse_external_data
-from edgepersona.sdk._manifest import parse_manifest
+from edgepersona.sdk.protocol.assign import OnnxAssigner, refuse_external_data
+from edgepersona.sdk.protocol.manifest import parse_manifest
 
 from . import graphs
 
@@ -34,7 +33,7 @@ def model_bytes(bundle_files: Mapping[str, bytes]) -> bytes:
 
 
 def test_the_exported_graph_passes(model_bytes: bytes) -> None:
-    _refuse_external_data(model_bytes)
+    refuse_external_data(model_bytes)
 
 
 @pytest.mark.parametrize("location", LOCATIONS)
@@ -54,13 +53,13 @@ def test_external_data_anywhere_is_refused_before_onnxruntime(
 def test_protobuf_groups_are_refused() -> None:
     # field 7 (graph) as a start-group tag: valid protobuf, never written by an ONNX exporter
     with pytest.raises(ModelIntegrityError):
-        _refuse_external_data(bytes([7 << 3 | 3, 7 << 3 | 4]))
+        refuse_external_data(bytes([7 << 3 | 3, 7 << 3 | 4]))
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xff" * 11, b"\x08", b"\x3a\x05ab", b"\x0f",
                                      b"\x08\x07garbage" * 50])
 def test_bytes_that_are_not_protobuf_are_left_to_onnxruntime(garbage: bytes) -> None:
-    _refuse_external_data(garbage)  # onnxruntime refuses them with its own message
+    refuse_external_data(garbage)  # onnxruntime refuses them with its own message
 
 
 def _external_per_onnx(data: bytes) -> bool | None:
@@ -85,7 +84,7 @@ def test_no_mutated_graph_the_onnx_parser_reads_as_external_passes_the_walk(
         base[where] = data.draw(st.integers(0, 255))
     mutated = bytes(base)
     try:
-        _refuse_external_data(mutated)
+        refuse_external_data(mutated)
         refused = False
     except ModelIntegrityError:
         refused = True

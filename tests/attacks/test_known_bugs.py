@@ -24,9 +24,9 @@ from edgepersona.sdk import (
     PersonaRuntime,
     StoreCorruptError,
 )
-from edgepersona.sdk._bundle import bundle_source
-from edgepersona.sdk._signing import MANIFEST_CONTEXT, sign
-from edgepersona.sdk._spec import FeatureSpec
+from edgepersona.sdk.protocol.bundle import bundle_source
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, sign
+from edgepersona.sdk.protocol.spec import FeatureSpec
 
 
 def central_directory(archive: bytes) -> int:

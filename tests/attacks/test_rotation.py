@@ -28,16 +28,16 @@ from edgepersona.sdk import (
     StoreCorruptError,
     UntrustedKeyError,
 )
-from edgepersona.sdk._bundle import bundle_source, verify_bundle
-from edgepersona.sdk._manifest import canonical_json
-from edgepersona.sdk._rotation import (
+from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
+from edgepersona.sdk.protocol.manifest import canonical_json
+from edgepersona.sdk.protocol.rotation import (
     MAX_STATEMENT_BYTES,
     ROTATION_CONTEXT,
     build_rotation_statement,
     dump_trust,
     load_trust,
 )
-from edgepersona.sdk._signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
 
 from .conftest import Device, public_pem
 from .repository import BundleRepository

@@ -33,10 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgepersona.sdk._client import ClientOptions, PersonaClient, TrackedEvent
-from edgepersona.sdk._keystore import FileKeyProvider
-from edgepersona.sdk._seal import Sealer
-from edgepersona.sdk._sync import HttpTransport, SyncAgent
+from edgepersona.sdk import (
+    ClientOptions,
+    FileKeyProvider,
+    HttpTransport,
+    PersonaClient,
+    SyncAgent,
+    TrackedEvent,
+)
+from edgepersona.sdk.protocol.envelope import Sealer
 
 SUBJECTS = ("you", "me")  # event n belongs to SUBJECTS[n % 2]
 

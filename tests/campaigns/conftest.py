@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from campaign_testkit import BundleFiles, CollectorFiles
 
-from edgepersona.trainer.export import zip_bundle
-from edgepersona.trainer.keys import generate_collector_key
-from edgepersona.trainer.train import TrainResult
+from edgepersona.trainer.release.export import zip_bundle
+from edgepersona.trainer.release.keys import generate_collector_key
+from edgepersona.trainer.release.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
 for shared in (ROOT, ROOT / "tests" / "collector"):  # benchmarks.load, postgres_testkit

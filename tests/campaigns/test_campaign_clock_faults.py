@@ -62,7 +62,7 @@ from edgepersona.sdk import (
 )
 from edgepersona.trainer.collector import Collector, CollectorConfig, Outcome, SqliteAggregateStore
 from edgepersona.trainer.collector._schemas import SyncResponse
-from edgepersona.trainer.train import TrainResult
+from edgepersona.trainer.release.train import TrainResult
 
 T0 = 1_750_000_000.0  # 2025-06-15: the true time of these tests
 DAY = 86_400.0

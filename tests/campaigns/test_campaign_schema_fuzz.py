@@ -30,7 +30,7 @@ import pytest
 from campaign_testkit import APP, CollectorFiles, sized
 from hypothesis import HealthCheck, settings
 
-from edgepersona.sdk._seal import generate_collector_keypair
+from edgepersona.sdk.protocol.envelope import generate_collector_keypair
 from edgepersona.trainer.collector import CollectorConfig, LoopbackServer, SqliteAggregateStore, create_app
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extra")

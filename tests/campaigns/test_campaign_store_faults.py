@@ -59,7 +59,7 @@ from edgepersona.sdk import (
     SyncAgent,
     TrackedEvent,
 )
-from edgepersona.sdk._seal import generate_collector_keypair
+from edgepersona.sdk.protocol.envelope import generate_collector_keypair
 
 AT = 1_735_776_000.0  # 2025-01-02: every event's time
 FAULTS = {  # SQLite result code → (name, the words of StoreError's message)

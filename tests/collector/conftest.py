@@ -18,9 +18,9 @@ from collector_testkit import APP, MODEL_ID, CollectorKeys, FakeClock, TestClien
 from fastapi import FastAPI
 
 from edgepersona.sdk import Sealer
-from edgepersona.sdk._seal import generate_collector_keypair
+from edgepersona.sdk.protocol.envelope import generate_collector_keypair
 from edgepersona.trainer.collector import CollectorConfig, SqliteAggregateStore, create_app
-from edgepersona.trainer.export import write_bundle, zip_bundle
+from edgepersona.trainer.release.export import write_bundle, zip_bundle
 
 
 @pytest.fixture(scope="session")

@@ -13,15 +13,15 @@ from collector_testkit import APP, MODEL_ID, CollectorKeys, FakeClock, TestClien
 from fastapi import FastAPI
 
 from edgepersona.sdk import Sealer
-from edgepersona.sdk._bundle import bundle_source, verify_bundle
-from edgepersona.sdk._signing import TrustedKeys
+from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
+from edgepersona.sdk.protocol.signing import TrustedKeys
 from edgepersona.trainer.collector import (
     BundleShelf,
     CollectorConfig,
     SqliteAggregateStore,
     create_app,
 )
-from edgepersona.trainer.export import write_bundle, zip_bundle
+from edgepersona.trainer.release.export import write_bundle, zip_bundle
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from edgepersona.sdk import InputError
 from edgepersona.trainer.collector import FramingError, Outcome, encode_batch, split_body

@@ -18,8 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 from collector_testkit import APP, TODAY, FakeClock, TestClient, cells, contribution, post, pseudonym_of
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from postgres_testkit import (
     Backend,
     add_in_background,
@@ -50,7 +49,7 @@ from edgepersona.trainer.collector import (
     open_store,
 )
 from edgepersona.trainer.collector._postgres import PostgresAggregateStore
-from edgepersona.trainer.keys import generate_collector_key
+from edgepersona.trainer.release.keys import generate_collector_key
 
 SECRET = b"k" * 32
 

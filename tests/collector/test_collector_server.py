@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from edgepersona.sdk import Sealer, day_bucket
 from edgepersona.trainer.cli import main
 from edgepersona.trainer.collector import CollectorConfig, SqliteAggregateStore, create_app, encode_batch
-from edgepersona.trainer.keys import generate_collector_key
+from edgepersona.trainer.release.keys import generate_collector_key
 
 DEADLINE = 10.0  # seconds for the server to start or stop
 

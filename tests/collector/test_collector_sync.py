@@ -21,11 +21,10 @@ from collector_testkit import (
     pseudonym_of,
 )
 from fastapi import FastAPI
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgepersona.sdk import Sealer
-from edgepersona.sdk._seal import generate_collector_keypair
+from edgepersona.sdk.protocol.envelope import generate_collector_keypair
 from edgepersona.trainer.collector import (
     CollectorConfig,
     SqliteAggregateStore,

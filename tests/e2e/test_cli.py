@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import serialization
 
 from edgepersona.sdk import load_spec_json
 from edgepersona.trainer.cli import main
-from edgepersona.trainer.events import read_event_log
-from edgepersona.trainer.features import compute_features
+from edgepersona.trainer.data.events import read_event_log
+from edgepersona.trainer.data.features import compute_features
 
 BUNDLE_FILES = {"model.onnx", "manifest.json", "signature", "cards.md", "cards.json"}
 

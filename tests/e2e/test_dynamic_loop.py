@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepersona.sdk import Opener, PersonaRuntime
-from edgepersona.sdk._sync import decode_batch
+from edgepersona.sdk import PersonaRuntime
+from edgepersona.sdk.protocol.envelope import Opener
+from edgepersona.sdk.protocol.framing import decode_batch
 from edgepersona.trainer.collector import CollectorConfig, LoopbackServer, create_app, open_store
-from edgepersona.trainer.dynamic_loop import APP_ID, LoopResult, SimulatedClock, run_dynamic_loop
+from edgepersona.trainer.release.dynamic_loop import APP_ID, LoopResult, SimulatedClock, run_dynamic_loop
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from threadpoolctl import threadpool_limits
 
-from edgepersona.sdk._assign import model_space, numpy_assign
-from edgepersona.trainer.refit import PersonaAggregates, RefitResult, refit_bundle
-from edgepersona.trainer.train import TrainResult
+from edgepersona.sdk.protocol.assign import model_space, numpy_assign
+from edgepersona.trainer.release.refit import PersonaAggregates, RefitResult, refit_bundle
+from edgepersona.trainer.release.train import TrainResult
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_report_html import Page
 
 from edgepersona.sdk import InputError, PersonaRuntime
-from edgepersona.trainer.audit import build_audit, fairness_table
 from edgepersona.trainer.cli import main
-from edgepersona.trainer.ledger import PrivacyLedger
+from edgepersona.trainer.privacy.audit import build_audit, fairness_table
+from edgepersona.trainer.privacy.ledger import PrivacyLedger
 from edgepersona.trainer.report import render_audit_report
 
 AUDITED = datetime(2025, 3, 1, tzinfo=UTC)

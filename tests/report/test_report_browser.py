@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from edgepersona.sdk import Manifest
-from edgepersona.trainer.refit import RefitResult
+from edgepersona.trainer.release.refit import RefitResult
+from edgepersona.trainer.release.train import TrainResult
 from edgepersona.trainer.report import render_persona_report
-from edgepersona.trainer.train import TrainResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from edgepersona.sdk import PersonaError
-from edgepersona.sdk._bundle import MANIFEST_NAME
+from edgepersona.sdk.protocol.bundle import MANIFEST_NAME
 from edgepersona.trainer.cli._report import drift_markdown_beside, report, write_text_atomic
-from edgepersona.trainer.export import write_bundle
-from edgepersona.trainer.refit import RefitResult, write_refit
-from edgepersona.trainer.train import TrainResult
+from edgepersona.trainer.release.export import write_bundle
+from edgepersona.trainer.release.refit import RefitResult, write_refit
+from edgepersona.trainer.release.train import TrainResult
 
 
 def args(bundle: Path, key: Path, out: Path, previous: Path | None = None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def test_report_of_a_verified_bundle(bundle_dir: Path, key_file: Path, trained: 
 def test_nothing_is_written_for_an_untrusted_or_tampered_bundle(
         bundle_dir: Path, key_file: Path, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger.pub.pem"
-    from edgepersona.trainer.keys import generate_signing_key
+    from edgepersona.trainer.release.keys import generate_signing_key
 
     _, stranger_public, _ = generate_signing_key(tmp_path / "stranger")
     shutil.copy(stranger_public, stranger)

@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import InputError, Manifest
-from edgepersona.trainer.refit import PersonaAggregates, RefitResult, refit_bundle
+from edgepersona.trainer.release.refit import PersonaAggregates, RefitResult, refit_bundle
+from edgepersona.trainer.release.train import TrainResult
 from edgepersona.trainer.report import render_persona_report
 from edgepersona.trainer.report._analysis import (
     centroid_map,
@@ -22,7 +23,6 @@ from edgepersona.trainer.report._analysis import (
     feature_z_scores,
     parse_drift_markdown,
 )
-from edgepersona.trainer.train import TrainResult
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "source", "wbr", "col", "area", "base"}
 

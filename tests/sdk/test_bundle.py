@@ -37,14 +37,14 @@ from edgepersona.sdk import (
     SchemaError,
     UntrustedKeyError,
 )
-from edgepersona.sdk._bundle import (
+from edgepersona.sdk.protocol.bundle import (
     MAX_MANIFEST_BYTES,
     bundle_source,
     verify_bundle,
 )
-from edgepersona.sdk._manifest import canonical_json
-from edgepersona.sdk._signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
-from edgepersona.trainer.export import zip_bundle
+from edgepersona.sdk.protocol.manifest import canonical_json
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
+from edgepersona.trainer.release.export import zip_bundle
 
 FILE_NAMES = ("manifest.json", "signature", "model.onnx", "cards.md", "cards.json")
 FORMS = ("dir", "zip", "zip_bytes", "mapping")

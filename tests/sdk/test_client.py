@@ -21,7 +21,7 @@ from edgepersona.sdk import (
     StoreError,
     TrackedEvent,
 )
-from edgepersona.trainer.train import TrainResult
+from edgepersona.trainer.release.train import TrainResult
 
 T0 = 1_735_776_000.0  # 2025-01-02, after the test bundles were created
 

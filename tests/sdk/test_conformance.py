@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgepersona.sdk import ModelIntegrityError, PersonaRuntime, Pseudonymizer
-from edgepersona.sdk._fold import FoldPlan, check_event
+from edgepersona.sdk.protocol.fold import FoldPlan, check_event
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

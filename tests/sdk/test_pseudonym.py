@@ -11,8 +11,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from hypothesis import assume, given
-from hypothesis import strategies as st
+from hypothesis import assume, given, strategies as st
 
 from edgepersona.sdk._pseudonym import (
     DEFAULT_EPOCH_PERIOD_S,

@@ -13,8 +13,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from edgepersona.sdk import Feature, FeatureSpec, PersonaError, SchemaError, Window, load_spec_json
 

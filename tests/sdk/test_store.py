@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import edgepersona.sdk._store as store_module
 from edgepersona.sdk._store import (

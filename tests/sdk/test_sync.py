@@ -13,16 +13,18 @@ from edgepersona.sdk import (
     Contribution,
     InvalidEnvelope,
     MemoryKeyProvider,
-    Opener,
+    MemoryTransport,
     PersonaClient,
     Sealer,
     SealSuite,
+    SyncAgent,
+    TransportError,
 )
-from edgepersona.sdk._assign import model_space
-from edgepersona.sdk._seal import generate_collector_keypair
-from edgepersona.sdk._sync import MemoryTransport, SyncAgent, TransportError, decode_batch
-from edgepersona.trainer.export import zip_bundle
-from edgepersona.trainer.train import TrainResult
+from edgepersona.sdk.protocol.assign import model_space
+from edgepersona.sdk.protocol.envelope import Opener, generate_collector_keypair
+from edgepersona.sdk.protocol.framing import decode_batch
+from edgepersona.trainer.release.export import zip_bundle
+from edgepersona.trainer.release.train import TrainResult
 
 T0 = 1_735_776_000.0
 APP = "shop"

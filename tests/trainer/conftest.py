@@ -16,7 +16,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from edgepersona.sdk import FeatureSpec, load_spec_json
-from edgepersona.trainer.events import EventLog, read_event_log
+from edgepersona.trainer.data.events import EventLog, read_event_log
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

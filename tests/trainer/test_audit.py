@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import ModelIntegrityError, PersonaRuntime
-from edgepersona.trainer.audit import build_audit, fairness_table
 from edgepersona.trainer.cli import main
-from edgepersona.trainer.export import write_bundle
-from edgepersona.trainer.ledger import PrivacyLedger
+from edgepersona.trainer.privacy.audit import build_audit, fairness_table
+from edgepersona.trainer.privacy.ledger import PrivacyLedger
+from edgepersona.trainer.release.export import write_bundle
 
 SECTIONS = {"schema_version", "audited_at", "integrity", "lineage", "privacy", "egress",
             "pseudonymisation", "storage", "personas", "fairness", "checks", "passed"}

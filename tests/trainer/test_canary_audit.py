@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edgepersona.trainer import dp
-from edgepersona.trainer.ledger import gaussian_mu
-from edgepersona.trainer.train import TrainResult
+from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.ledger import gaussian_mu
+from edgepersona.trainer.release.train import TrainResult
 
 TRIALS = 200
 SEED = 20250105

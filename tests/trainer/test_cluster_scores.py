@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 
-from edgepersona.trainer.cluster_scores import davies_bouldin, silhouette
+from edgepersona.trainer.engines.cluster_scores import davies_bouldin, silhouette
 
 
 def labelled(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 
 from edgepersona.sdk import Feature, FeatureSpec, InputError, PersonaRuntime
 from edgepersona.trainer.cli import main
-from edgepersona.trainer.dask_engine import DaskBlocks, dask_client
-from edgepersona.trainer.dask_features import read_event_rows, read_table_rows
-from edgepersona.trainer.events import read_event_log, read_feature_table
-from edgepersona.trainer.features import compute_features
-from edgepersona.trainer.fit import PersonaKMeans, preprocess
-from edgepersona.trainer.lloyd import nearest, partial_stats
-from edgepersona.trainer.local_engine import LocalBlocks
+from edgepersona.trainer.data.dask_features import read_event_rows, read_table_rows
+from edgepersona.trainer.data.events import read_event_log, read_feature_table
+from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.engines.dask_engine import DaskBlocks, dask_client
+from edgepersona.trainer.engines.kmeans import PersonaKMeans, preprocess
+from edgepersona.trainer.engines.lloyd import nearest, partial_stats
+from edgepersona.trainer.engines.local import LocalBlocks
 
 SEED = 11
 

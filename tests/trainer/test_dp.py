@@ -29,11 +29,17 @@ import pytest
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 
-from edgepersona.sdk import Feature, FeatureSpec, InputError, NotFittedError
-from edgepersona.sdk._assign import numpy_assign
-from edgepersona.trainer import dp
-from edgepersona.trainer.dp import DPKMeans, PrivacyLeakWarning, declared_scaling, fit_dp_kmeans
-from edgepersona.trainer.ledger import gaussian_mu
+from edgepersona.sdk import Feature, FeatureSpec, InputError
+from edgepersona.sdk.protocol.assign import numpy_assign
+from edgepersona.trainer.errors import NotFittedError
+from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.dp_kmeans import (
+    DPKMeans,
+    PrivacyLeakWarning,
+    declared_scaling,
+    fit_dp_kmeans,
+)
+from edgepersona.trainer.privacy.ledger import gaussian_mu
 
 F64 = npt.NDArray[np.float64]
 EPSILON, DELTA = 1.0, 1e-6

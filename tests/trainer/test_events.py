@@ -13,11 +13,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import Feature, FeatureSpec, FoldPlan, InputError, SchemaError
-from edgepersona.trainer.events import Columns, read_event_log, read_feature_table
-from edgepersona.trainer.features import compute_features
-from edgepersona.trainer.replay import replay_on_device
-from edgepersona.trainer.suggest import suggest_spec
-from edgepersona.trainer.train import TrainOptions, train_bundle
+from edgepersona.trainer.data.events import Columns, read_event_log, read_feature_table
+from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.data.replay import replay_on_device
+from edgepersona.trainer.data.suggest import suggest_spec
+from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 MOMENT = datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
 EPOCH = MOMENT.timestamp()  # 1614834367.0

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgepersona.sdk import Feature, FeatureSpec, FoldPlan, FoldState, InputError, Window
-from edgepersona.sdk._fold import check_event
-from edgepersona.trainer.events import EventLog
-from edgepersona.trainer.features import compute_features
-from edgepersona.trainer.replay import replay_on_device
+from edgepersona.sdk.protocol.fold import check_event
+from edgepersona.trainer.data.events import EventLog
+from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.data.replay import replay_on_device
 
 DAY = 86_400.0
 YEAR = 365.25 * DAY

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from edgepersona.sdk import Feature, FeatureSpec, InputError, NotFittedError, PersonaError
-from edgepersona.trainer.fit import PersonaKMeans, preprocess
+from edgepersona.sdk import Feature, FeatureSpec, InputError, PersonaError
+from edgepersona.trainer.engines.kmeans import PersonaKMeans, preprocess
+from edgepersona.trainer.errors import NotFittedError
 
 WIDE = (-1e6, 1e6)
 

@@ -17,8 +17,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from edgepersona.sdk import Feature, FeatureSpec
-from edgepersona.trainer.events import read_feature_table
-from edgepersona.trainer.fit import PersonaKMeans
+from edgepersona.trainer.data.events import read_feature_table
+from edgepersona.trainer.engines.kmeans import PersonaKMeans
 
 SPEND = ("Fresh", "Milk", "Grocery", "Frozen", "Detergents_Paper", "Delicassen")
 MIN_ARI = 0.4

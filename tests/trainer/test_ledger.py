@@ -11,13 +11,13 @@ from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edgepersona.sdk import BudgetExceededError, InputError, ModelIntegrityError
-from edgepersona.trainer import ledger as ledger_module
-from edgepersona.trainer.ledger import (
+from edgepersona.sdk import InputError, ModelIntegrityError
+from edgepersona.trainer.errors import BudgetExceededError
+from edgepersona.trainer.privacy import ledger as ledger_module
+from edgepersona.trainer.privacy.ledger import (
     PrivacyLedger,
     gaussian_delta,
     gaussian_epsilon,

@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from edgepersona.trainer.lloyd import (
+from edgepersona.trainer.engines.lloyd import (
     ClusterStats,
     Moments,
     batch_stats,
@@ -19,7 +19,7 @@ from edgepersona.trainer.lloyd import (
     partial_stats,
     sample_index,
 )
-from edgepersona.trainer.local_engine import LocalBlocks
+from edgepersona.trainer.engines.local import LocalBlocks
 
 # A=(0,0), B=(0,1), C=(10,0), D=(10,1). With centroids (0,0.5) and (10,0.5) every point
 # is 0.5 from its centroid: counts (2,2), sums (0,1) and (20,1), cost 4 * 0.25 = 1.

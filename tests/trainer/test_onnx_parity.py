@@ -16,12 +16,12 @@ import onnxruntime as ort
 import pytest
 
 from edgepersona.sdk import Feature, FeatureSpec
-from edgepersona.sdk._assign import INPUT_NAME, OUTPUT_NAMES, numpy_assign
-from edgepersona.sdk._manifest import AssignerParams
-from edgepersona.trainer.events import EventLog
-from edgepersona.trainer.export_onnx import build_onnx
-from edgepersona.trainer.features import compute_features
-from edgepersona.trainer.fit import PersonaKMeans
+from edgepersona.sdk.protocol.assign import INPUT_NAME, OUTPUT_NAMES, numpy_assign
+from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.trainer.data.events import EventLog
+from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.engines.kmeans import PersonaKMeans
+from edgepersona.trainer.release.export_onnx import build_onnx
 
 TIE_GAP = 1e-5
 F32 = np.float32

@@ -32,11 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import FeatureSpec
 from edgepersona.trainer.cli import main
-from edgepersona.trainer.events import read_event_log
-from edgepersona.trainer.export import write_bundle, zip_bundle
-from edgepersona.trainer.features import compute_features
-from edgepersona.trainer.ledger import PrivacyLedger
-from edgepersona.trainer.train import TrainOptions, train_bundle
+from edgepersona.trainer.data.events import read_event_log
+from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.privacy.ledger import PrivacyLedger
+from edgepersona.trainer.release.export import write_bundle, zip_bundle
+from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 USERS_PER_GROUP = 40
 REFERENCE = datetime(2025, 3, 1, tzinfo=UTC).timestamp()

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import InputError, PersonaRuntime
-from edgepersona.sdk._assign import model_space, numpy_assign
-from edgepersona.trainer.refit import (
+from edgepersona.sdk.protocol.assign import model_space, numpy_assign
+from edgepersona.trainer.release.refit import (
     REVIEW_MARKER,
     PersonaAggregates,
     RefitPrivacy,
@@ -20,7 +20,7 @@ from edgepersona.trainer.refit import (
     refit_bundle,
     write_refit,
 )
-from edgepersona.trainer.train import TrainResult
+from edgepersona.trainer.release.train import TrainResult
 
 
 def aggregate(result: TrainResult, rows: npt.NDArray[np.float64]) -> PersonaAggregates:
@@ -134,7 +134,7 @@ def test_noise_scale_matches_the_sensitivity_analysis(trained: TrainResult) -> N
     zero = PersonaAggregates(np.full(4, 1e6), np.zeros((4, d)), np.zeros((4, d)))
     draws = np.array([noisy_aggregates(trained.manifest, zero, RefitPrivacy(epsilon=1.0, seed=s)
                                        ).counts - 1e6 for s in range(400)]).ravel()
-    from edgepersona.trainer.ledger import gaussian_mu
+    from edgepersona.trainer.privacy.ledger import gaussian_mu
 
     expected = np.sqrt(2.0) / gaussian_mu(1.0, 1e-6)
     assert abs(draws.std() / expected - 1.0) < 0.1

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from edgepersona.sdk import FeatureSpec, InputError, PersonaCard, load_spec_json
-from edgepersona.trainer.cards import MIN_TRAIT_Z, TOP_TRAITS, build_cards, cards_markdown
-from edgepersona.trainer.events import EventLog, read_event_log
-from edgepersona.trainer.features import compute_features
-from edgepersona.trainer.fit import PersonaKMeans
-from edgepersona.trainer.suggest import suggest_spec, suggest_table_spec
+from edgepersona.trainer.data.events import EventLog, read_event_log
+from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.data.suggest import suggest_spec, suggest_table_spec
+from edgepersona.trainer.engines.kmeans import PersonaKMeans
+from edgepersona.trainer.release.cards import MIN_TRAIT_Z, TOP_TRAITS, build_cards, cards_markdown
 
 # --- spec suggestions ------------------------------------------------------------------
 

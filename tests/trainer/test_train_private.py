@@ -10,10 +10,11 @@ import numpy.typing as npt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgepersona.sdk import BudgetExceededError, FeatureSpec, InputError, PersonaRuntime
-from edgepersona.trainer.dp import PrivacyLeakWarning
-from edgepersona.trainer.ledger import PrivacyLedger
-from edgepersona.trainer.train import TrainOptions, train_bundle
+from edgepersona.sdk import FeatureSpec, InputError, PersonaRuntime
+from edgepersona.trainer.errors import BudgetExceededError
+from edgepersona.trainer.privacy.dp_kmeans import PrivacyLeakWarning
+from edgepersona.trainer.privacy.ledger import PrivacyLedger
+from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 
 def options(ledger_file: Path | None, **changes: object) -> TrainOptions:
@@ -56,7 +57,7 @@ def test_a_release_beyond_the_budget_is_refused_before_any_noise(
     PrivacyLedger(ledger_path, signing_key).set_budget("synthetic", epsilon=1.0, delta=1e-5)
     train_bundle(bundle_training_rows, bundle_spec, signing_key, options(ledger_path),
                  lineage={"source": "synthetic"})
-    import edgepersona.trainer.train_private as private
+    import edgepersona.trainer.release.train_private as private
 
     def no_fit(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("noise must not be drawn when the budget is exhausted")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ._parser import build_parser
+from edgepersona.trainer.cli._parser import build_parser
 
 __all__ = ["main"]
 

@@ -1,5 +1,5 @@
 """``python -m edgepersona.trainer.cli``: the same as the ``edgepersona`` command."""
 
-from . import main
+from edgepersona.trainer.cli import main
 
 raise SystemExit(main())

@@ -10,15 +10,14 @@ import numpy as np
 from rich.table import Table
 
 from edgepersona.sdk import InputError, PersonaRuntime
-
-from ._render import console, print_json
+from edgepersona.trainer.cli._render import console, print_json
 
 __all__ = ["audit"]
 
 
 def audit(args: argparse.Namespace) -> int:
     """Build the audit, print it, and exit non-zero when a check fails."""
-    from edgepersona.trainer.audit import build_audit
+    from edgepersona.trainer.privacy.audit import build_audit
 
     keys = [Path(k).read_bytes() for k in args.trusted_key]
     fairness = _fairness(args, keys) if args.group_column else None
@@ -26,9 +25,8 @@ def audit(args: argparse.Namespace) -> int:
                          ledger=Path(args.ledger) if args.ledger else None, source=args.source,
                          db=args.db, fairness=fairness)
     if args.html:
+        from edgepersona.trainer.cli._report import write_text_atomic
         from edgepersona.trainer.report import render_audit_report
-
-        from ._report import write_text_atomic
 
         write_text_atomic(Path(args.html), render_audit_report(report))
     if args.json:
@@ -40,9 +38,9 @@ def audit(args: argparse.Namespace) -> int:
 
 def _fairness(args: argparse.Namespace, keys: list[bytes]) -> dict[str, Any]:
     """Fairness from --data and an audit-only --group-column (never used for clustering)."""
-    from edgepersona.trainer.audit import fairness_table
-    from edgepersona.trainer.events import read_event_log
-    from edgepersona.trainer.replay import replay_on_device
+    from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.replay import replay_on_device
+    from edgepersona.trainer.privacy.audit import fairness_table
 
     if not args.data:
         raise InputError("--group-column needs --data EVENTS.csv holding that column")

@@ -18,10 +18,16 @@ import numpy.typing as npt
 from edgepersona.sdk import Assignment, FeatureSpec, InputError, PersonaRuntime, load_spec_json
 
 if TYPE_CHECKING:
-    from edgepersona.trainer.row_blocks import RowBlocks
-    from edgepersona.trainer.train import TrainOptions
+    from edgepersona.trainer.engines.row_blocks import RowBlocks
+    from edgepersona.trainer.release.train import TrainOptions
 
-from ._render import console, print_assignments, print_cards, print_json, progress_steps
+from edgepersona.trainer.cli._render import (
+    console,
+    print_assignments,
+    print_cards,
+    print_json,
+    progress_steps,
+)
 
 __all__ = ["assign", "inspect", "keys_generate", "spec_suggest", "train", "verify"]
 
@@ -37,9 +43,9 @@ def _time(text: str | None) -> float | None:
     """Parse --at (ISO 8601 or unix seconds)."""
     if text is None:
         return None
-    from edgepersona.trainer.events import _parse_time
+    from edgepersona.trainer.data.events import parse_time
 
-    value = _parse_time(text)
+    value = parse_time(text)
     if not math.isfinite(value):
         raise InputError(f"--at must be ISO 8601 or unix seconds, got {text!r}")
     return value
@@ -47,7 +53,7 @@ def _time(text: str | None) -> float | None:
 
 def _columns(args: argparse.Namespace) -> object:
     """The event log column names from the --*-col options."""
-    from edgepersona.trainer.events import Columns
+    from edgepersona.trainer.data.events import Columns
 
     return Columns(args.user_col, args.time_col, args.event_col, args.value_col)
 
@@ -56,13 +62,13 @@ def keys_generate(args: argparse.Namespace) -> int:
     """``edgepersona keys generate``: a signing or collector key pair."""
     out = Path(args.out)
     if args.kind == "collector":
-        from edgepersona.trainer.keys import generate_collector_key
+        from edgepersona.trainer.release.keys import generate_collector_key
 
         private, public = generate_collector_key(out, hybrid=args.hybrid)
         console.print(f"collector key: {private} (keep it on the collector)\npublic: {public}"
                       " (configure devices with it)")
         return 0
-    from edgepersona.trainer.keys import generate_signing_key
+    from edgepersona.trainer.release.keys import generate_signing_key
 
     private, public, kid = generate_signing_key(out)
     console.print(f"signing key {kid}\n  private: {private} (mode 0600, never ship it)\n"
@@ -86,29 +92,29 @@ def spec_suggest(args: argparse.Namespace) -> int:
 def _suggest(path: Path, args: argparse.Namespace, *, table: bool) -> FeatureSpec:
     """Suggest a spec for an event log or an aggregated table."""
     if table:
-        from edgepersona.trainer.events import _parse_number, _read_table
-        from edgepersona.trainer.suggest import suggest_table_spec
+        from edgepersona.trainer.data.events import parse_number, read_table
+        from edgepersona.trainer.data.suggest import suggest_table_spec
 
-        raw = _read_table(path)
+        raw = read_table(path)
         numeric = {}
         for name, cells in raw.items():
-            values = np.array([_parse_number(c) for c in cells])
+            values = np.array([parse_number(c) for c in cells])
             if name != args.user_col and np.isfinite(values).all():
                 numeric[name] = values
         return suggest_table_spec(numeric)
-    from edgepersona.trainer.events import read_event_log
-    from edgepersona.trainer.suggest import suggest_spec
+    from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.suggest import suggest_spec
 
     return suggest_spec(read_event_log(path, _columns(args)))  # type: ignore[arg-type]
 
 
 def train(args: argparse.Namespace) -> int:
     """``edgepersona train``: fit, sign and export a bundle."""
-    from edgepersona.trainer.events import read_event_log, read_feature_table
-    from edgepersona.trainer.export import write_bundle, zip_bundle
-    from edgepersona.trainer.features import compute_features
-    from edgepersona.trainer.keys import load_signing_key
-    from edgepersona.trainer.train import TrainOptions, train_bundle
+    from edgepersona.trainer.data.events import read_event_log, read_feature_table
+    from edgepersona.trainer.data.features import compute_features
+    from edgepersona.trainer.release.export import write_bundle, zip_bundle
+    from edgepersona.trainer.release.keys import load_signing_key
+    from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
     if not args.epsilon_sweep and not (args.key and args.out):
         raise InputError("train needs --key KEYS/ and --out BUNDLE/ (only --epsilon-sweep writes nothing)")
@@ -157,7 +163,7 @@ def _engine(args: argparse.Namespace) -> AbstractContextManager[object]:
     """The Dask client for --engine dask (to --scheduler, or a local cluster); else nothing."""
     if args.engine != "dask":
         return nullcontext()
-    from edgepersona.trainer.dask_engine import dask_client
+    from edgepersona.trainer.engines.dask_engine import dask_client
 
     return dask_client(args.scheduler)
 
@@ -165,8 +171,8 @@ def _engine(args: argparse.Namespace) -> AbstractContextManager[object]:
 def _dask_rows(spec: FeatureSpec, args: argparse.Namespace, step: Callable[[str], None]
                ) -> tuple[npt.NDArray[np.float64] | RowBlocks, Counter[str], int]:
     """Feature rows computed on the Dask cluster from partitioned --events or --table."""
-    from edgepersona.trainer.dask_engine import worker_count
-    from edgepersona.trainer.dask_features import read_event_rows, read_table_rows
+    from edgepersona.trainer.data.dask_features import read_event_rows, read_table_rows
+    from edgepersona.trainer.engines.dask_engine import worker_count
 
     step(f"dask engine: {worker_count()} worker(s)")
     if args.events:
@@ -184,8 +190,8 @@ def _with_privacy(options: TrainOptions, args: argparse.Namespace, data: Path) -
         raise InputError("--epsilon needs --ledger PATH: private releases are spent from a ledger")
     source = args.source or data.name
     if args.budget:
-        from edgepersona.trainer.keys import load_signing_key
-        from edgepersona.trainer.ledger import PrivacyLedger
+        from edgepersona.trainer.privacy.ledger import PrivacyLedger
+        from edgepersona.trainer.release.keys import load_signing_key
 
         parts = [float(x) for x in args.budget.split(",")]
         ledger = PrivacyLedger(Path(args.ledger), load_signing_key(Path(args.key)))
@@ -199,7 +205,7 @@ def _sweep(spec: FeatureSpec, users: int, args: argparse.Namespace) -> int:
     """Print the ε preview table; nothing is released or spent."""
     from rich.table import Table
 
-    from edgepersona.trainer.dp_preview import epsilon_sweep
+    from edgepersona.trainer.privacy.preview import epsilon_sweep
 
     if args.k == "auto":
         raise InputError("--epsilon-sweep needs a fixed --k")
@@ -243,7 +249,7 @@ def assign(args: argparse.Namespace) -> int:
     """``edgepersona assign``: one persona per user, from features or folded events."""
     runtime = _open(args)
     if args.features:
-        from edgepersona.trainer.events import read_feature_table
+        from edgepersona.trainer.data.events import read_feature_table
 
         table = read_feature_table(Path(args.features), runtime.spec,
                                    args.user_col if _has_column(args) else None)
@@ -259,16 +265,16 @@ def assign(args: argparse.Namespace) -> int:
 
 def _has_column(args: argparse.Namespace) -> bool:
     """Whether the features table has the user column (it is optional there)."""
-    from edgepersona.trainer.events import _read_table
+    from edgepersona.trainer.data.events import read_table
 
-    return args.user_col in _read_table(Path(args.features))
+    return args.user_col in read_table(Path(args.features))
 
 
 def _assign_events(runtime: PersonaRuntime, path: Path, args: argparse.Namespace
                    ) -> tuple[list[str], list[Assignment]]:
     """Fold each user's events one at a time, as the device does, then assign."""
-    from edgepersona.trainer.events import read_event_log
-    from edgepersona.trainer.replay import replay_on_device
+    from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.replay import replay_on_device
 
     log = read_event_log(path, _columns(args))  # type: ignore[arg-type]
     rows = replay_on_device(runtime.fold_plan, log, _time(args.at))

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepersona.sdk import InputError, PersonaRuntime
-
-from ._render import console
+from edgepersona.trainer.cli._render import console
 
 __all__ = ["approve", "refit"]
 
@@ -17,8 +16,8 @@ __all__ = ["approve", "refit"]
 def refit(args: argparse.Namespace) -> int:
     """Refit the previous version from the collector's aggregates and sign version + 1."""
     from edgepersona.trainer.collector import open_store
-    from edgepersona.trainer.keys import load_signing_key
-    from edgepersona.trainer.refit import PersonaAggregates, refit_bundle, write_refit
+    from edgepersona.trainer.release.keys import load_signing_key
+    from edgepersona.trainer.release.refit import PersonaAggregates, refit_bundle, write_refit
 
     previous = PersonaRuntime.open(args.previous, trusted_keys=[
         Path(k).read_bytes() for k in args.trusted_key]).manifest
@@ -39,8 +38,8 @@ def refit(args: argparse.Namespace) -> int:
     key = load_signing_key(Path(args.key))
     privacy, ledger = None, None
     if args.epsilon is not None:
-        from edgepersona.trainer.ledger import PrivacyLedger
-        from edgepersona.trainer.refit import RefitPrivacy
+        from edgepersona.trainer.privacy.ledger import PrivacyLedger
+        from edgepersona.trainer.release.refit import RefitPrivacy
 
         if not args.ledger:
             raise InputError("--epsilon needs --ledger PATH: private refits are spent from a ledger")
@@ -69,7 +68,7 @@ def refit(args: argparse.Namespace) -> int:
 
 def approve(args: argparse.Namespace) -> int:
     """Approve a refit that the drift gate held back."""
-    from edgepersona.trainer.refit import approve_bundle
+    from edgepersona.trainer.release.refit import approve_bundle
 
     folder = Path(args.bundle)
     if approve_bundle(folder):

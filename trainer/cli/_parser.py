@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _audit, _commands, _dynamic, _quickstart, _report, _rotate
+from edgepersona.trainer.cli import _audit, _commands, _dynamic, _quickstart, _report, _rotate
 
 __all__ = ["build_parser"]
 
@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --dynamic: customers served by the simulated gateways (300)")
     quick.set_defaults(handler=_quickstart.quickstart)
 
-    from . import _serve  # the collector service; FastAPI and uvicorn load only when it runs
+    from edgepersona.trainer.cli import (
+        _serve,  # the collector service; FastAPI and uvicorn load only when it runs
+    )
 
     serve = sub.add_parser("serve", help="run the collector: sealed sync in, approved bundles out")
     serve.add_argument("--db", required=True,

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepersona.sdk import InputError, PersonaRuntime, load_spec_json
-
-from ._render import console, print_assignments, print_cards, progress_steps
+from edgepersona.trainer.cli._render import console, print_assignments, print_cards, progress_steps
 
 __all__ = ["quickstart"]
 
@@ -43,12 +42,12 @@ def _work_folder(requested: str | None) -> Path:
 
 def quickstart(args: argparse.Namespace) -> int:
     """Run the quickstart (see the module docstring)."""
-    from edgepersona.trainer.events import read_event_log
-    from edgepersona.trainer.export import write_bundle, zip_bundle
-    from edgepersona.trainer.features import compute_features
-    from edgepersona.trainer.keys import generate_signing_key, load_signing_key
-    from edgepersona.trainer.replay import replay_on_device
-    from edgepersona.trainer.train import TrainOptions, train_bundle
+    from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.features import compute_features
+    from edgepersona.trainer.data.replay import replay_on_device
+    from edgepersona.trainer.release.export import write_bundle, zip_bundle
+    from edgepersona.trainer.release.keys import generate_signing_key, load_signing_key
+    from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
     started = time.perf_counter()
     work = _work_folder(args.dir)
@@ -101,7 +100,7 @@ def quickstart(args: argparse.Namespace) -> int:
 
 def _dynamic(work: Path, args: argparse.Namespace, started: float) -> int:
     """``quickstart --dynamic``: devices, sync, refit, drift report, update."""
-    from edgepersona.trainer.dynamic_loop import run_dynamic_loop
+    from edgepersona.trainer.release.dynamic_loop import run_dynamic_loop
 
     console.print(f"[bold]edgepersona quickstart --dynamic[/] — writing only in {work}")
     run_dynamic_loop(work, customers=args.customers, seed=args.seed,

@@ -9,8 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edgepersona.sdk import Manifest, PersonaRuntime
-
-from ._render import console
+from edgepersona.trainer.cli._render import console
 
 __all__ = ["drift_markdown_beside", "report", "write_text_atomic"]
 

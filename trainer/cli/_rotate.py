@@ -3,7 +3,7 @@
 The statement it writes is signed by the old key (which devices trust) and by
 the new key (proof of possession); devices apply it with
 ``PersonaClient.rotate_key``. The format and the device-side checks are in
-:mod:`edgepersona.sdk._rotation`.
+:mod:`edgepersona.sdk.protocol.rotation`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edgepersona.sdk import InputError
-from edgepersona.sdk._rotation import build_rotation_statement
-from edgepersona.sdk._signing import key_id
-
-from ._render import console
+from edgepersona.sdk.protocol.rotation import build_rotation_statement
+from edgepersona.sdk.protocol.signing import key_id
+from edgepersona.trainer.cli._render import console
 
 __all__ = ["keys_rotate"]
 
@@ -38,7 +37,7 @@ def keys_rotate(args: argparse.Namespace) -> int:
         InputError: a key cannot be loaded, the keys are the same, the counter
             or validity is out of range, or ``out`` already exists.
     """
-    from edgepersona.trainer.keys import load_signing_key
+    from edgepersona.trainer.release.keys import load_signing_key
 
     old, new = load_signing_key(Path(args.old)), load_signing_key(Path(args.new))
     if not 0 < args.expires_days <= _MAX_VALID_DAYS:

@@ -19,7 +19,7 @@ __all__ = ["serve"]
 
 def _read_key(path: Path) -> bytes:
     """The collector private key file (or the one in a key folder), warning if others can read it."""
-    from edgepersona.trainer.keys import COLLECTOR_PRIVATE_NAME
+    from edgepersona.trainer.release.keys import COLLECTOR_PRIVATE_NAME
 
     if path.is_dir():
         path = path / COLLECTOR_PRIVATE_NAME

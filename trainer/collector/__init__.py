@@ -1,6 +1,6 @@
 """The collector service: the server side of sync.
 
-Devices seal pseudonymous contributions (:mod:`edgepersona.sdk._seal`) and
+Devices seal pseudonymous contributions (:mod:`edgepersona.sdk.protocol.envelope`) and
 post them to ``POST /v1/sync``; the collector opens them, drops replays, stale,
 future and malformed ones, and adds each accepted contribution into running
 aggregates per (model version, persona index, day bucket): a count, per-feature
@@ -17,15 +17,33 @@ window. It also serves the approved signed bundles devices update from.
 - :class:`BundleShelf` reads the bundles folder (layout in ``_bundles.py``).
 """
 
-from ._aggregates import AddResult, AggregateStore, DailyAggregate, Increment, PersonaAggregate
-from ._app import create_app
-from ._bundles import HOLD_MARKERS, BundleArchive, BundleShelf, ModelShape, ShelvedBundle
-from ._collector import Collector, CollectorConfig, SyncReport, check_contribution, ledger_key
-from ._framing import BATCH_MAGIC, FramingError, encode_batch, split_body
-from ._loopback import LoopbackServer
-from ._outcomes import EnvelopeStatus, Outcome
-from ._sqlite import SqliteAggregateStore
-from ._store import open_store
+from edgepersona.trainer.collector._aggregates import (
+    AddResult,
+    AggregateStore,
+    DailyAggregate,
+    Increment,
+    PersonaAggregate,
+)
+from edgepersona.trainer.collector._app import create_app
+from edgepersona.trainer.collector._bundles import (
+    HOLD_MARKERS,
+    BundleArchive,
+    BundleShelf,
+    ModelShape,
+    ShelvedBundle,
+)
+from edgepersona.trainer.collector._collector import (
+    Collector,
+    CollectorConfig,
+    IngestReport,
+    check_contribution,
+    ledger_key,
+)
+from edgepersona.trainer.collector._framing import BATCH_MAGIC, FramingError, encode_batch, split_body
+from edgepersona.trainer.collector._loopback import LoopbackServer
+from edgepersona.trainer.collector._outcomes import EnvelopeStatus, Outcome
+from edgepersona.trainer.collector._sqlite import SqliteAggregateStore
+from edgepersona.trainer.collector._store import open_store
 
 __all__ = [
     "BATCH_MAGIC",
@@ -40,13 +58,13 @@ __all__ = [
     "EnvelopeStatus",
     "FramingError",
     "Increment",
+    "IngestReport",
     "LoopbackServer",
     "ModelShape",
     "Outcome",
     "PersonaAggregate",
     "ShelvedBundle",
     "SqliteAggregateStore",
-    "SyncReport",
     "check_contribution",
     "create_app",
     "encode_batch",

@@ -23,18 +23,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Path as PathParam, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from edgepersona.sdk import __version__
-
-from ._aggregates import AggregateStore
-from ._collector import Collector, CollectorConfig
-from ._framing import FramingError
-from ._outcomes import Outcome
-from ._schemas import (
+from edgepersona.trainer.collector._aggregates import AggregateStore
+from edgepersona.trainer.collector._collector import Collector, CollectorConfig
+from edgepersona.trainer.collector._framing import FramingError
+from edgepersona.trainer.collector._outcomes import Outcome
+from edgepersona.trainer.collector._schemas import (
     BundleListResponse,
     ErrorResponse,
     HealthResponse,

@@ -42,9 +42,9 @@ from typing import Final
 import numpy as np
 
 from edgepersona.sdk import InputError, Manifest, SchemaError
-from edgepersona.sdk._assign import model_space
-from edgepersona.sdk._bundle import MANIFEST_NAME, MAX_MANIFEST_BYTES
-from edgepersona.sdk._manifest import parse_manifest
+from edgepersona.sdk.protocol.assign import model_space
+from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, MAX_MANIFEST_BYTES
+from edgepersona.sdk.protocol.manifest import parse_manifest
 
 __all__ = ["HOLD_MARKERS", "BundleArchive", "BundleShelf", "ModelShape", "ShelvedBundle"]
 

@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgepersona.sdk import Contribution, InputError, InvalidEnvelope, Opener, SealConfig, day_bucket
+from edgepersona.sdk import Contribution, InputError, InvalidEnvelope, SealConfig, day_bucket
+from edgepersona.sdk.protocol.envelope import Opener
+from edgepersona.trainer.collector._aggregates import AddResult, AggregateStore, Increment
+from edgepersona.trainer.collector._bundles import BundleShelf, ModelShape
+from edgepersona.trainer.collector._framing import FramingError, split_body
+from edgepersona.trainer.collector._outcomes import Outcome
 
-from ._aggregates import AddResult, AggregateStore, Increment
-from ._bundles import BundleShelf, ModelShape
-from ._framing import FramingError, split_body
-from ._outcomes import Outcome
-
-__all__ = ["Collector", "CollectorConfig", "SyncReport", "check_contribution", "ledger_key"]
+__all__ = ["Collector", "CollectorConfig", "IngestReport", "check_contribution", "ledger_key"]
 
 _log = logging.getLogger("edgepersona.trainer.collector")
 _LEDGER_LABEL = b"edgepersona/collector-ledger-secret/v1"
@@ -91,7 +91,7 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True)
-class SyncReport:
+class IngestReport:
     """The outcome of each envelope of one request body, in order.
 
     Attributes:
@@ -205,7 +205,7 @@ class Collector:
         return {version: (shelf[version].shape if version in shelf else None)
                 for version in self._config.model_versions}
 
-    def ingest(self, body: bytes) -> SyncReport:
+    def ingest(self, body: bytes) -> IngestReport:
         """Judge every envelope of a body and commit the accepted ones together.
 
         Args:
@@ -233,7 +233,7 @@ class Collector:
         outcomes = tuple(_ADD_OUTCOME[next(added)] if isinstance(item, Increment) else item
                          for item in judged)
         self._count(outcomes, batch=batch)
-        return SyncReport(outcomes, batch)
+        return IngestReport(outcomes, batch)
 
     def _judge(self, envelope: bytes, accepted: Mapping[int, ModelShape | None], oldest: int,
                newest: int) -> Outcome | Increment:

@@ -59,8 +59,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from edgepersona.sdk import InputError, SchemaError
-
-from ._aggregates import (
+from edgepersona.trainer.collector._aggregates import (
     AddResult,
     DailyAggregate,
     FloatVector,

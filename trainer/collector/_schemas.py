@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._collector import SyncReport
-from ._outcomes import EnvelopeStatus, Outcome
+from edgepersona.trainer.collector._collector import IngestReport
+from edgepersona.trainer.collector._outcomes import EnvelopeStatus, Outcome
 
 __all__ = [
     "BundleListResponse",
@@ -42,7 +42,7 @@ class SyncResponse(BaseModel):
     results: list[EnvelopeResult]
 
     @classmethod
-    def from_report(cls, report: SyncReport) -> SyncResponse:
+    def from_report(cls, report: IngestReport) -> SyncResponse:
         """Summarise a sync report.
 
         Args:

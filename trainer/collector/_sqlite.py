@@ -32,8 +32,7 @@ from typing import Final
 import numpy as np
 
 from edgepersona.sdk import SchemaError
-
-from ._aggregates import (
+from edgepersona.trainer.collector._aggregates import (
     AddResult,
     DailyAggregate,
     FloatVector,

@@ -15,9 +15,8 @@ Error messages never repeat the URL: it may hold a password.
 from __future__ import annotations
 
 from edgepersona.sdk import InputError
-
-from ._aggregates import AggregateStore
-from ._sqlite import SqliteAggregateStore
+from edgepersona.trainer.collector._aggregates import AggregateStore
+from edgepersona.trainer.collector._sqlite import SqliteAggregateStore
 
 __all__ = ["open_store"]
 
@@ -45,7 +44,9 @@ def open_store(url: str) -> AggregateStore:
     scheme = url.partition(":")[0]
     if scheme in {"postgres", "postgresql"}:
         try:
-            from ._postgres import PostgresAggregateStore  # the driver is in the server extra
+            from edgepersona.trainer.collector._postgres import (
+                PostgresAggregateStore,  # the driver is in the server extra
+            )
         except ModuleNotFoundError:
             raise InputError("PostgreSQL needs the psycopg driver: pip install 'edgepersona[server]'"
                              ) from None

@@ -7,7 +7,7 @@ audit (``edgepersona audit --html``). The page shell in ``_html`` and the
 charts in ``_charts`` take plain text and numbers, so both reports share them.
 """
 
-from ._audit import render_audit_report
-from ._persona import render_persona_report
+from edgepersona.trainer.report._audit import render_audit_report
+from edgepersona.trainer.report._persona import render_persona_report
 
 __all__ = ["render_audit_report", "render_persona_report"]

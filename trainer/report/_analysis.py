@@ -3,12 +3,12 @@
 Centroids live in the weighted standardised space of the assigner: for feature
 ``j``, ``c_j = (t_j - center_j) * scale_j`` with ``scale_j = sqrt(w_j) / std_j``
 (``t`` the clipped, transformed value, ``w`` the normalised clustering weight;
-see :mod:`edgepersona.sdk._assign`). So ``c_j / sqrt(w_j) = (t_j - center_j) /
+see :mod:`edgepersona.sdk.protocol.assign`). So ``c_j / sqrt(w_j) = (t_j - center_j) /
 std_j`` is the persona's z-score on feature ``j``: how many population standard
 deviations it sits above (or below) the population average.
 
 Versions are compared in the previous version's space, as the drift gate of
-:mod:`edgepersona.trainer.refit` does: a centroid is mapped back to the
+:mod:`edgepersona.trainer.release.refit` does: a centroid is mapped back to the
 transformed space (``c / scale + center``) and standardised with the previous
 version's centre and scale, and a move is measured relative to the median
 distance between the previous version's centroids. For a refit (same centre and

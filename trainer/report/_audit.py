@@ -1,6 +1,6 @@
 """The privacy audit as one self-contained page for a privacy officer.
 
-:func:`render_audit_report` lays out what :func:`edgepersona.trainer.audit.build_audit`
+:func:`render_audit_report` lays out what :func:`edgepersona.trainer.privacy.audit.build_audit`
 found: the verdict and the automated checks first, then the evidence section
 by section (integrity, lineage, privacy budget, k-min, egress,
 pseudonymisation, storage, fairness, personas). A failed check reads "FAIL"
@@ -15,12 +15,19 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edgepersona.sdk import InputError
-from edgepersona.sdk import __version__ as sdk_version
-
-from ._audit_privacy import budget_section, fairness_section, kmin_section
-from ._charts import Bar, bar_chart
-from ._html import CSS, callout, data_table, esc, facts, figure, render_page, section
+from edgepersona.sdk import InputError, __version__ as sdk_version
+from edgepersona.trainer.report._audit_privacy import budget_section, fairness_section, kmin_section
+from edgepersona.trainer.report._charts import Bar, bar_chart
+from edgepersona.trainer.report._html import (
+    CSS,
+    callout,
+    data_table,
+    esc,
+    facts,
+    figure,
+    render_page,
+    section,
+)
 
 __all__ = ["render_audit_report"]
 

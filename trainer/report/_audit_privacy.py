@@ -12,8 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._charts import Bar, Release, bar_chart, budget_chart
-from ._html import callout, data_table, esc, figure, section
+from edgepersona.trainer.report._charts import Bar, Release, bar_chart, budget_chart
+from edgepersona.trainer.report._html import callout, data_table, esc, figure, section
 
 __all__ = ["budget_section", "fairness_section", "kmin_section"]
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from edgepersona.sdk import Manifest
-
-from ._analysis import (
+from edgepersona.trainer.report._analysis import (
     DriftSummary,
     PersonaChange,
     VersionChanges,
     compare_versions,
     parse_drift_markdown,
 )
-from ._charts import Bar, Change, bar_chart, dumbbell_chart
-from ._html import PALETTE, callout, colour_slot, data_table, esc, figure, section
+from edgepersona.trainer.report._charts import Bar, Change, bar_chart, dumbbell_chart
+from edgepersona.trainer.report._html import PALETTE, callout, colour_slot, data_table, esc, figure, section
 
 __all__ = ["changes_section"]
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ._html import MINUS, SIGMA, esc
+from edgepersona.trainer.report._html import MINUS, SIGMA, esc
 
 __all__ = ["Bar", "Bubble", "Change", "Release", "bar_chart", "bubble_map", "budget_chart",
            "diverging_bars", "dumbbell_chart"]

@@ -14,13 +14,11 @@ import math
 
 import numpy as np
 
-from edgepersona.sdk import InputError, Manifest, PersonaCard
-from edgepersona.sdk import __version__ as sdk_version
-
-from ._analysis import F64, axis_phrase, centroid_map, feature_z_scores
-from ._changes import changes_section
-from ._charts import Bar, Bubble, bar_chart, bubble_map, diverging_bars
-from ._html import (
+from edgepersona.sdk import InputError, Manifest, PersonaCard, __version__ as sdk_version
+from edgepersona.trainer.report._analysis import F64, axis_phrase, centroid_map, feature_z_scores
+from edgepersona.trainer.report._changes import changes_section
+from edgepersona.trainer.report._charts import Bar, Bubble, bar_chart, bubble_map, diverging_bars
+from edgepersona.trainer.report._html import (
     PALETTE,
     SIGMA,
     colour_slot,
@@ -31,7 +29,7 @@ from ._html import (
     render_page,
     section,
 )
-from ._quality import privacy_panel, quality_panel
+from edgepersona.trainer.report._quality import privacy_panel, quality_panel
 
 __all__ = ["render_persona_report"]
 

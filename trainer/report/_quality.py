@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgepersona.sdk._manifest import Metrics, Privacy
-
-from ._html import MINUS, callout, esc
+from edgepersona.sdk.protocol.manifest import Metrics, Privacy
+from edgepersona.trainer.report._html import MINUS, callout, esc
 
 __all__ = ["privacy_panel", "quality_panel"]
 

@@ -1,0 +1,234 @@
+"""Verifying a signed model bundle before anything in it is parsed.
+
+A bundle is ``manifest.json`` + ``signature`` + the files the manifest lists
+(``model.onnx``), as a directory, a zip archive or an in-memory mapping. The
+order of checks is the point of this module:
+
+1. read the small ``signature`` file and find its key among the trusted keys;
+2. verify the signature over the raw manifest bytes (nothing parsed yet);
+3. parse the manifest; refuse it if expired or older than the trusted version;
+4. require the exact file set the manifest declares (no extra, none missing);
+5. read each file no further than its declared size and check its SHA-256.
+
+Only then does the caller hand ``model.onnx`` to onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import stat
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from edgepersona.sdk.errors import BundleExpiredError, InputError, ModelIntegrityError, RollbackError
+from edgepersona.sdk.protocol.manifest import Manifest, parse_manifest
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "MODEL_NAME",
+    "SIGNATURE_NAME",
+    "BundleSource",
+    "VerifiedBundle",
+    "bundle_source",
+    "verify_bundle",
+]
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "signature"
+MODEL_NAME = "model.onnx"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # bytes
+_SIGNATURE_MAX_BYTES = 4096  # bytes
+
+
+class BundleSource(Protocol):
+    """Where bundle files come from: a directory, an archive or memory."""
+
+    def names(self) -> frozenset[str]:
+        """Every entry in the bundle (files and anything else)."""
+        ...
+
+    def read(self, name: str, limit: int) -> bytes:
+        """Read at most ``limit + 1`` bytes of a file (so oversize is detectable)."""
+        ...
+
+
+class _MemorySource:
+    """A bundle held as a name → bytes mapping (tests, downloads)."""
+
+    def __init__(self, files: Mapping[str, bytes]) -> None:
+        self._files = dict(files)
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self._files)
+
+    def read(self, name: str, limit: int) -> bytes:
+        data = self._files.get(name)
+        if data is None:
+            raise ModelIntegrityError(f"bundle has no {name!r}; rebuild it with `edgepersona train`")
+        return data[: limit + 1]
+
+
+class _DirectorySource:
+    """A bundle directory; symlinks and sub-directories count as unexpected entries."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def names(self) -> frozenset[str]:
+        return frozenset(os.listdir(self._path))
+
+    def read(self, name: str, limit: int) -> bytes:
+        path = self._path / name
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode):
+                raise ModelIntegrityError(f"bundle entry {name!r} is not a regular file")
+            with open(path, "rb") as handle:
+                return handle.read(limit + 1)
+        except FileNotFoundError:
+            raise ModelIntegrityError(
+                f"bundle has no {name!r}; rebuild it with `edgepersona train`") from None
+
+
+class _ZipSource:
+    """A bundle archive; entries are read through size-limited streams."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self._zip = archive
+        self._names = frozenset(archive.namelist())
+
+    def names(self) -> frozenset[str]:
+        return self._names
+
+    def read(self, name: str, limit: int) -> bytes:
+        if name not in self._names:
+            raise ModelIntegrityError(f"bundle has no {name!r}; rebuild it with `edgepersona train`")
+        try:
+            with self._zip.open(name) as handle:
+                return handle.read(limit + 1)
+        except Exception:  # zipfile raises zlib.error, NotImplementedError, RuntimeError, ...
+            raise ModelIntegrityError(f"bundle archive entry {name!r} is damaged") from None
+
+
+def bundle_source(bundle: str | os.PathLike[str] | bytes | Mapping[str, bytes]) -> BundleSource:
+    """Wrap a directory, a zip archive (path or bytes) or a mapping as a source.
+
+    Args:
+        bundle: a bundle directory, a ``.zip`` path, archive bytes or name → bytes.
+
+    Returns:
+        A source for :func:`verify_bundle`.
+
+    Raises:
+        InputError: the path does not exist.
+        ModelIntegrityError: the archive cannot be read.
+    """
+    if isinstance(bundle, Mapping):
+        return _MemorySource(bundle)
+    if not isinstance(bundle, bytes):
+        path = Path(bundle)
+        if path.is_dir():
+            return _DirectorySource(path)
+        if not path.exists():
+            raise InputError(f"no bundle at {path}: expected a bundle directory or .zip archive")
+    try:
+        return _ZipSource(zipfile.ZipFile(io.BytesIO(bundle) if isinstance(bundle, bytes) else path))
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
+        # zipfile raises several types for damaged archives (e.g. an unknown extract
+        # version, a name flagged UTF-8 that is not); all mean the same to a device.
+        raise ModelIntegrityError("bundle archive is not a valid zip file") from None
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle whose signature, expiry, version and every file hash checked out."""
+
+    manifest: Manifest
+    files: Mapping[str, bytes]
+    key_id: str
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The verified ONNX graph."""
+        return self.files[MODEL_NAME]
+
+
+def verify_bundle(source: BundleSource, trusted: TrustedKeys, *, now: datetime,
+                  min_version: int = 0) -> VerifiedBundle:
+    """Verify a bundle; see the module docstring for the order of checks.
+
+    Args:
+        source: where the files come from (see :func:`bundle_source`).
+        trusted: the public keys accepted as signers.
+        now: the current time (timezone-aware), for the expiry check.
+        min_version: the lowest acceptable version (the device's trusted one).
+
+    Returns:
+        The verified manifest and file contents.
+
+    Raises:
+        UntrustedKeyError: signed by a key not in ``trusted``.
+        ModelIntegrityError: bad signature, unexpected or missing files, a hash
+            or size mismatch.
+        BundleExpiredError: the manifest expired.
+        RollbackError: the version is below ``min_version``.
+        SchemaError: the signed manifest is not a valid manifest.
+    """
+    signature = SignatureFile.from_bytes(source.read(SIGNATURE_NAME, _SIGNATURE_MAX_BYTES))
+    raw = source.read(MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ModelIntegrityError(f"bundle manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    trusted.verify(MANIFEST_CONTEXT, raw, signature)
+    manifest = parse_manifest(raw)
+    _check_freshness(manifest, now=now, min_version=min_version)
+    _check_file_set(manifest, source.names())
+    files = {name: _read_checked(source, name, entry.size, entry.sha256)
+             for name, entry in manifest.files.items()}
+    return VerifiedBundle(manifest, files, signature.key_id)
+
+
+def _check_freshness(manifest: Manifest, *, now: datetime, min_version: int) -> None:
+    """Refuse expired manifests and versions below the trusted one."""
+    if now.tzinfo is None:
+        raise InputError("`now` must be timezone-aware, e.g. datetime.now(UTC)")
+    if manifest.expires_at <= now:
+        raise BundleExpiredError(
+            f"bundle {manifest.model_id} v{manifest.version} expired at"
+            f" {manifest.expires_at.astimezone(UTC).isoformat()}; fetch a newer bundle")
+    if manifest.version < min_version:
+        raise RollbackError(
+            f"bundle {manifest.model_id} v{manifest.version} is older than the trusted"
+            f" v{min_version}; refusing to roll back")
+
+
+def _check_file_set(manifest: Manifest, present: frozenset[str]) -> None:
+    """The bundle holds exactly the declared files plus manifest and signature."""
+    if MODEL_NAME not in manifest.files:
+        raise ModelIntegrityError(f"bundle manifest does not declare {MODEL_NAME}")
+    expected = set(manifest.files) | {MANIFEST_NAME, SIGNATURE_NAME}
+    missing, extra = sorted(expected - present), sorted(present - expected)
+    if missing or extra:
+        raise ModelIntegrityError(
+            f"bundle file set differs from its manifest (missing: {missing or 'none'},"
+            f" unexpected: {extra or 'none'}); use the bundle exactly as exported")
+
+
+def _read_checked(source: BundleSource, name: str, size: int, sha256: str) -> bytes:
+    """Read a file no further than its declared size and compare its digest."""
+    data = source.read(name, size)
+    if len(data) != size:
+        raise ModelIntegrityError(
+            f"bundle file {name!r} is {'larger' if len(data) > size else 'smaller'} than the"
+            f" {size} bytes its manifest declares")
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), sha256):
+        raise ModelIntegrityError(f"bundle file {name!r} does not match its manifest digest")
+    return data

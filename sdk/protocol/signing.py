@@ -1,0 +1,238 @@
+"""Hazardous layer: raw Ed25519 keys, key ids and detached signatures.
+
+Only the recipes (bundle verification, the trainer's bundle writer, the
+privacy ledger) should call this module. Every signature is made over a
+context string plus the message, so a signature made for one purpose (a
+manifest) can never be replayed as another (a ledger entry).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edgepersona.sdk.errors import InputError, ModelIntegrityError, UntrustedKeyError
+
+__all__ = [
+    "MANIFEST_CONTEXT",
+    "SignatureFile",
+    "TrustedKeys",
+    "key_id",
+    "load_public_key",
+    "sign",
+]
+
+MANIFEST_CONTEXT = b"edgepersona/manifest/v1\x00"
+_MAX_SIGNATURE_FILE = 4096  # bytes
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """The id of a public key: the first 16 hex digits of SHA-256 of its raw bytes.
+
+    Args:
+        public: the public key.
+
+    Returns:
+        16 lowercase hex characters.
+    """
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(data: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from PEM, 32 raw bytes or 64 hex characters.
+
+    Args:
+        data: the key in one of the accepted forms.
+
+    Returns:
+        The public key.
+
+    Raises:
+        InputError: the data is not an Ed25519 public key.
+    """
+    if isinstance(data, Ed25519PublicKey):
+        return data
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
+    try:
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(raw)
+            if not isinstance(key, Ed25519PublicKey):
+                raise InputError("the PEM key is not an Ed25519 public key")
+            return key
+        if len(raw.strip()) == 64:
+            raw = bytes.fromhex(raw.strip().decode("ascii"))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(
+            "expected an Ed25519 public key as PEM, 32 raw bytes or 64 hex characters;"
+            " create one with `edgepersona keys generate`") from None
+
+
+def sign(private: Ed25519PrivateKey, context: bytes, message: bytes) -> SignatureFile:
+    """Sign ``context || message``.
+
+    Args:
+        private: the signing key.
+        context: the purpose tag (e.g. :data:`MANIFEST_CONTEXT`).
+        message: the bytes to sign.
+
+    Returns:
+        The detached signature with the signer's key id.
+    """
+    signature = private.sign(context + message)
+    return SignatureFile(key_id(private.public_key()), signature)
+
+
+@dataclass(frozen=True)
+class SignatureFile:
+    """A detached Ed25519 signature and the id of the key that made it."""
+
+    key_id: str
+    signature: bytes
+
+    def to_bytes(self) -> bytes:
+        """Serialise as the bundle's ``signature`` file (small JSON).
+
+        Returns:
+            The file content.
+        """
+        body = {"algorithm": "ed25519", "key_id": self.key_id,
+                "signature": base64.b64encode(self.signature).decode("ascii")}
+        return json.dumps(body, sort_keys=True).encode("ascii") + b"\n"
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SignatureFile:
+        """Parse a ``signature`` file.
+
+        Args:
+            raw: the file content.
+
+        Returns:
+            The signature.
+
+        Raises:
+            ModelIntegrityError: the file is not a well-formed Ed25519 signature.
+        """
+        problem = ModelIntegrityError(
+            "the bundle's signature file is malformed; rebuild the bundle with `edgepersona train`")
+        if len(raw) > _MAX_SIGNATURE_FILE:
+            raise problem
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict) or body.get("algorithm") != "ed25519":
+                raise problem
+            kid, sig = body["key_id"], base64.b64decode(body["signature"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            raise problem from None
+        if not isinstance(kid, str) or len(sig) != 64:
+            raise problem
+        return cls(kid, sig)
+
+
+class TrustedKeys:
+    """The set of public keys a device accepts bundle signatures from.
+
+    A set that went through key rotations (see :mod:`edgepersona.sdk.protocol.rotation`)
+    also remembers the ids of the keys it revoked, which it never trusts again,
+    and the counter of the last rotation it applied.
+    """
+
+    def __init__(self, keys: Iterable[bytes | str | Ed25519PublicKey], *,
+                 revoked: Iterable[str] = (), rotation: int = 0) -> None:
+        """Build the set.
+
+        Args:
+            keys: public keys (PEM, raw bytes, hex or key objects).
+            revoked: ids of keys that are never trusted, even when listed in ``keys``.
+            rotation: the counter of the last key rotation applied (0: none).
+
+        Raises:
+            InputError: a key cannot be loaded, or no key is left to trust.
+        """
+        loaded = [load_public_key(k) for k in keys]
+        self._revoked = frozenset(revoked)
+        self._rotation = rotation
+        self._keys: Mapping[str, Ed25519PublicKey] = {
+            key_id(k): k for k in loaded if key_id(k) not in self._revoked}
+        if not self._keys:
+            raise InputError("at least one trusted public key is required (--trusted-key)"
+                             + (" that a key rotation has not revoked" if loaded else ""))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The trusted key ids, sorted."""
+        return tuple(sorted(self._keys))
+
+    @property
+    def keys(self) -> Mapping[str, Ed25519PublicKey]:
+        """The trusted public keys by key id (a copy)."""
+        return dict(self._keys)
+
+    @property
+    def revoked(self) -> frozenset[str]:
+        """Ids of the keys revoked by key rotations."""
+        return self._revoked
+
+    @property
+    def rotation(self) -> int:
+        """The counter of the last key rotation applied; 0 if none was."""
+        return self._rotation
+
+    def rotate(self, statement: bytes, *, now: datetime | None = None) -> TrustedKeys:
+        """Apply a key rotation statement signed by the key it retires.
+
+        Pure: this set is not changed. See :mod:`edgepersona.sdk.protocol.rotation`.
+
+        Args:
+            statement: the statement file written by ``edgepersona keys rotate``.
+            now: the current time (timezone-aware; default: the system clock).
+
+        Returns:
+            The new set: the retired key revoked, the new key trusted.
+
+        Raises:
+            UntrustedKeyError: the statement is not signed by a currently trusted key.
+            ModelIntegrityError: it is malformed, badly signed, expired
+                (BundleExpiredError), not newer than the last applied rotation
+                (RollbackError) or names a revoked key as the new one.
+        """
+        from edgepersona.sdk.protocol.rotation import apply_rotation  # _rotation builds on this module
+
+        return apply_rotation(self, statement, now=now or datetime.now(UTC))
+
+    def verify(self, context: bytes, message: bytes, signature: SignatureFile) -> None:
+        """Verify a detached signature against the trusted key it names.
+
+        Args:
+            context: the purpose tag the signer used.
+            message: the signed bytes.
+            signature: the detached signature.
+
+        Raises:
+            UntrustedKeyError: the signing key is not trusted or was revoked.
+            ModelIntegrityError: the signature does not verify.
+        """
+        public = self._keys.get(signature.key_id)
+        if public is None and signature.key_id in self._revoked:
+            raise UntrustedKeyError(
+                f"bundle is signed by key {signature.key_id}, which a key rotation revoked"
+                f" (trusted: {', '.join(self.ids)}); fetch a bundle signed by the current key")
+        if public is None:
+            raise UntrustedKeyError(
+                f"bundle is signed by key {signature.key_id}, which is not trusted"
+                f" (trusted: {', '.join(self.ids)}); pass its public key as a trusted key")
+        try:
+            public.verify(signature.signature, context + message)
+        except InvalidSignature:
+            raise ModelIntegrityError(
+                f"bundle signature does not verify against key {signature.key_id}; the manifest"
+                " was changed after signing or signed with another key") from None

@@ -1,0 +1,119 @@
+"""The arrows between the parts (ARCHITECTURE.md), checked on the source.
+
+* nothing imports another package's private (underscore) module or name: the
+  trainer, the collector, benchmarks and fuzz build on public names only;
+* the device SDK never imports the trainer, and the protocol layer imports
+  neither the device recipes nor the trainer;
+* no package file grows past 500 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"sdk": "edgepersona.sdk", "trainer": "edgepersona.trainer"}
+CHECKED = ("sdk", "trainer", "benchmarks", "fuzz")
+MAX_LINES = 500
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in PACKAGES:
+        parts[0:1] = PACKAGES[parts[0]].split(".")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> Iterator[tuple[int, str, list[str]]]:
+    """(line, imported module, imported names) for every absolute edgepersona import."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("edgepersona"):
+                    yield node.lineno, alias.name, []
+        elif (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+              and node.module.startswith("edgepersona")):
+            yield node.lineno, node.module, [a.name for a in node.names]
+
+
+def _private_owner(module: str) -> str | None:
+    """The package that owns the first private component of a dotted name, if any."""
+    parts = module.split(".")
+    for index, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:index])
+    return None
+
+
+def _files() -> list[Path]:
+    return sorted(p for top in CHECKED for p in (ROOT / top).rglob("*.py"))
+
+
+def _violations() -> list[str]:
+    found = []
+    for path in _files():
+        importer = _module_name(path) if path.parts[len(ROOT.parts)] in PACKAGES else ""
+        for line, module, names in _imports(path):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            for target in [module] + [f"{module}.{name}" for name in names]:
+                owner = _private_owner(target)
+                if owner is not None and not (importer == owner or importer.startswith(owner + ".")):
+                    found.append(f"{where} imports the private {target} from outside {owner}")
+    return found
+
+
+def test_no_package_imports_another_packages_private_module() -> None:
+    assert _violations() == []
+
+
+def test_the_rule_catches_a_private_import(tmp_path: Path) -> None:
+    assert _private_owner("edgepersona.sdk._store") == "edgepersona.sdk"
+    assert _private_owner("edgepersona.sdk.protocol.assign._x") == "edgepersona.sdk.protocol.assign"
+    assert _private_owner("edgepersona.sdk.protocol.assign") is None
+    assert _private_owner("edgepersona.trainer.collector.__init__") is None
+
+
+@pytest.mark.parametrize(("top", "forbidden"), [
+    ("sdk", ("edgepersona.trainer",)),
+    ("sdk/protocol", ("edgepersona.trainer", "edgepersona.sdk._")),
+])
+def test_arrows_that_must_never_exist(top: str, forbidden: tuple[str, ...]) -> None:
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+           for path in sorted((ROOT / top).rglob("*.py"))
+           for line, module, names in _imports(path)
+           for target in [module] + [f"{module}.{n}" for n in names]
+           if target.startswith(forbidden)]
+    assert bad == []
+
+
+def test_no_package_file_is_over_500_lines() -> None:
+    long = {str(p.relative_to(ROOT)): n for top in PACKAGES for p in (ROOT / top).rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_public_tables_match_their_typing_mirror() -> None:
+    """Each lazy package root lists a name once in _EXPORTS and once for type checkers."""
+    for init in (ROOT / "sdk/__init__.py", ROOT / "sdk/protocol/__init__.py", ROOT / "trainer/__init__.py"):
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        typed: dict[str, set[str]] = {}
+        table: dict[str, set[str]] = {}
+        for node in tree.body:
+            if isinstance(node, ast.If):  # the TYPE_CHECKING block
+                for sub in node.body:
+                    if isinstance(sub, ast.ImportFrom) and sub.level == 1 and sub.module:
+                        typed[sub.module] = {a.name for a in sub.names}
+            if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "_EXPORTS":
+                assert isinstance(node.value, ast.Dict)
+                for key, value in zip(node.value.keys, node.value.values, strict=True):
+                    assert isinstance(key, ast.Constant) and isinstance(value, ast.Tuple)
+                    table[key.value] = {e.value for e in value.elts if isinstance(e, ast.Constant)}
+        assert typed == table, init

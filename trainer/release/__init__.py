@@ -1,0 +1,1 @@
+"""Releases: training, persona cards, ONNX export, signed bundles, refits, keys, the conformance kit."""

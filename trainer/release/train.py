@@ -1,0 +1,178 @@
+"""From feature rows to a signed bundle: fit, cards, ONNX, manifest, signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgepersona.sdk import FeatureSpec, InputError, Manifest, PersonaCard
+from edgepersona.sdk.protocol.assign import numpy_assign
+from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, MODEL_NAME
+from edgepersona.sdk.protocol.manifest import AssignerParams, parse_manifest
+from edgepersona.trainer.engines.kmeans import PersonaKMeans
+from edgepersona.trainer.engines.row_blocks import RowBlocks
+from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown
+from edgepersona.trainer.release.export import sign_manifest
+from edgepersona.trainer.release.export_onnx import build_onnx
+
+__all__ = ["TrainOptions", "TrainResult", "train_bundle"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What to fit and how to release it.
+
+    Attributes:
+        model_id: the model's name (versions share it).
+        version: this release's version (> the previous one's).
+        k: number of personas or ``"auto"``.
+        k_range: candidates for ``"auto"``.
+        k_min: the fewest users a released persona may hold.
+        min_share: with ``"auto"``, the smallest persona share allowed.
+        seed: random seed, or None for OS randomness.
+        expires_days: days until devices refuse the bundle.
+        stability_rounds: bootstrap refits for the stability score.
+        epsilon: with a value, fit with differential privacy (see ``train_private``).
+        delta: the DP δ.
+        iterations: DP-Lloyd rounds.
+        ledger: the privacy budget ledger file (required with ``epsilon``).
+        source: the data source whose budget is spent (default: the lineage source).
+    """
+
+    model_id: str = "personas"
+    version: int = 1
+    k: int | Literal["auto"] = "auto"
+    k_range: tuple[int, int] = (3, 8)
+    k_min: int = 10
+    min_share: float = 0.02
+    seed: int | None = None
+    expires_days: float = 90.0  # days
+    stability_rounds: int = 5
+    epsilon: float | None = None  # differential privacy off when None
+    delta: float = 1e-6
+    iterations: int = 3  # DP-Lloyd rounds
+    ledger: Path | None = None  # the privacy budget ledger (required with epsilon)
+    source: str | None = None  # the data source the budget belongs to (default: lineage source)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The signed bundle files plus what the trainer learned on the way."""
+
+    files: Mapping[str, bytes]
+    manifest: Manifest
+    labels: npt.NDArray[np.int64]
+    merged: tuple[str, ...]
+
+
+def _bounds_source(spec: FeatureSpec) -> Literal["declared", "data", "mixed"]:
+    """Summarise how the spec's bounds were chosen."""
+    sources = {f.bounds_source for f in spec.features}
+    if sources == {"declared"}:
+        return "declared"
+    return "data" if sources == {"data"} else "mixed"
+
+
+def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, key: Ed25519PrivateKey,
+                 options: TrainOptions, *, lineage: Mapping[str, str | int | float | None],
+                 bad_rows: Mapping[str, int] | None = None, now: datetime | None = None,
+                 progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Fit personas on feature rows and produce a signed bundle.
+
+    Args:
+        rows: raw features, one row per user, in spec order: an array, or rows
+            held by an engine (e.g. :mod:`edgepersona.trainer.engines.dask_engine`).
+        spec: the feature spec.
+        key: the bundle signing key.
+        options: fitting and release options.
+        lineage: the data source description (no identifiers).
+        bad_rows: rejected input rows per reason, recorded in the metrics.
+        now: the creation time (default: the system clock).
+        progress: called with a short message after each step.
+
+    Returns:
+        The bundle files and the manifest.
+
+    Raises:
+        InputError: the rows cannot be fitted (shape, NaN, too few users).
+    """
+    note = progress or (lambda _msg: None)
+    created = now or datetime.now(UTC)
+    if options.epsilon is not None:
+        if not isinstance(rows, np.ndarray):
+            raise InputError("differential privacy runs on the local engine only; drop --engine dask")
+        return _train_private(rows, spec, key, options, lineage, created, note)
+    model = PersonaKMeans(spec, n_clusters=options.k, k_range=options.k_range,
+                          k_min=options.k_min, min_share=options.min_share, seed=options.seed,
+                          stability_rounds=options.stability_rounds).fit(rows, note)
+    cards = cards_from_stats(spec, *model.profile_)
+    note("persona cards written")
+    metrics = model.metrics_
+    fields = {
+        "model_id": options.model_id, "version": options.version,
+        "created_at": created, "expires_at": created + timedelta(days=options.expires_days),
+        "spec": spec, "personas": cards, "assigner": model.params_,
+        "privacy": {"k_min": options.k_min, "bounds_source": _bounds_source(spec),
+                    "suppressed": model.merged_},
+        "metrics": {"n_users": len(rows), "k": model.k_, "k_selection": metrics.k_selection,
+                    "silhouette": metrics.silhouette, "davies_bouldin": metrics.davies_bouldin,
+                    "stability_ari": metrics.stability_ari, "inertia": metrics.inertia,
+                    "bad_rows": dict(bad_rows or {})},
+        "lineage": dict(lineage),
+    }
+    files = _sign(fields, model.params_, cards, options, key)
+    note("bundle exported and signed")
+    return TrainResult(files, parse_manifest(files[MANIFEST_NAME]), model.labels_,
+                       tuple(model.merged_))
+
+
+def _sign(fields: dict[str, object], params: AssignerParams, cards: tuple[PersonaCard, ...],
+          options: TrainOptions, key: Ed25519PrivateKey) -> Mapping[str, bytes]:
+    """Export the graph and the cards, then sign everything."""
+    onnx_bytes = build_onnx(params, model_id=options.model_id, version=options.version)
+    markdown = cards_markdown(cards, f"{options.model_id} v{options.version} personas")
+    cards_json = ("[" + ",".join(c.model_dump_json() for c in cards) + "]").encode()
+    return sign_manifest(fields, {MODEL_NAME: onnx_bytes, "cards.md": markdown.encode(),
+                                  "cards.json": cards_json}, key)
+
+
+def _train_private(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519PrivateKey,
+                   options: TrainOptions, lineage: Mapping[str, str | int | float | None],
+                   created: datetime, note: Callable[[str], None]) -> TrainResult:
+    """The differentially private path: ledger check, DP k-means, ledger spend, sign."""
+    from edgepersona.trainer.release.train_private import fit_private
+
+    if options.k == "auto":
+        raise InputError("--epsilon needs a fixed --k: choosing k from the data would spend"
+                         " budget too (see --epsilon-sweep for a preview)")
+    if options.ledger is None:
+        raise InputError("--epsilon needs --ledger PATH: every private release is spent from a"
+                         " privacy budget ledger")
+    source = options.source or str(lineage.get("source") or "default")
+    release = fit_private(rows, spec, key, k=int(options.k), epsilon=options.epsilon or 0.0,
+                          delta=options.delta, iterations=options.iterations,
+                          k_min=options.k_min, seed=options.seed, ledger=options.ledger,
+                          source=source, note=f"{options.model_id} v{options.version}",
+                          now=created, progress=note)
+    fields = {
+        "model_id": options.model_id, "version": options.version, "created_at": created,
+        "expires_at": created + timedelta(days=options.expires_days), "spec": spec,
+        "personas": release.cards, "assigner": release.params,
+        "privacy": {**release.privacy, "bounds_source": _bounds_source(spec)},
+        "metrics": {"n_users": release.n_users, "k": len(release.cards),
+                    "k_selection": f"fixed k={options.k} (DP: quality metrics are not released)",
+                    "silhouette": None, "davies_bouldin": None, "stability_ari": None,
+                    "inertia": None},
+        "lineage": {"source": source, "users": release.n_users, "users_note": "noisy count"},
+    }
+    files = _sign(fields, release.params, release.cards, options, key)
+    note("private bundle exported and signed")
+    labels = numpy_assign(release.params, rows)[0]
+    return TrainResult(files, parse_manifest(files[MANIFEST_NAME]), labels, release.suppressed)

@@ -1,0 +1,151 @@
+"""Private releases: DP k-means from feature rows, spent from the budget ledger.
+
+Under differential privacy only the final centroids and their noisy counts
+are released. Everything in the bundle is computed from them (post-processing):
+preprocessing from the declared bounds (never from data), persona cards from
+the centroids mapped back to raw units with shares from the noisy counts, and
+no data-dependent metrics (silhouette, Davies-Bouldin, stability and inertia
+are left empty; the user count is the noisy total). The ledger is checked
+before any noise is drawn and spent before the bundle exists.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgepersona.sdk import FeatureSpec, InputError, PersonaCard
+from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.trainer.privacy.dp_kmeans import DPKMeans, PrivacyLeakWarning, declared_scaling
+from edgepersona.trainer.privacy.ledger import PrivacyLedger
+from edgepersona.trainer.release.cards import cards_from_stats
+
+__all__ = ["MECHANISM", "PrivateRelease", "fit_private", "raw_centroids"]
+
+F64 = npt.NDArray[np.float64]
+MECHANISM = "gaussian: DP-Lloyd with private bisecting-tree seeding"
+
+
+def raw_centroids(params: AssignerParams) -> F64:
+    """Centroids mapped back to raw feature units (inverse of scaling and log1p).
+
+    Args:
+        params: assigner parameters.
+
+    Returns:
+        Shape (k, d).
+    """
+    t: F64 = np.asarray(params.centroids) / np.asarray(params.scale) + np.asarray(params.center)
+    mask = np.asarray(params.log1p, dtype=bool)
+    t[:, mask] = np.expm1(t[:, mask])
+    return t
+
+
+def dp_cards(spec: FeatureSpec, params: AssignerParams, counts: F64) -> tuple[PersonaCard, ...]:
+    """Persona cards from released centroids and noisy counts only.
+
+    Traits are measured against the count-weighted spread of the released
+    centroids (the population's own spread would need another release).
+
+    Args:
+        spec: the feature spec.
+        params: assigner parameters holding the released centroids.
+        counts: the noisy count of each persona.
+
+    Returns:
+        One card per persona.
+    """
+    centroids = np.asarray(params.centroids)
+    shares = np.clip(counts, 0.0, None) / max(float(np.clip(counts, 0.0, None).sum()), 1e-12)
+    population = shares @ centroids
+    spread = np.sqrt(shares @ (centroids - population) ** 2)
+    z = (centroids - population) / np.where(spread > 0, spread, 1.0)
+    raw = raw_centroids(params)
+    population_raw = raw_centroids(params.model_copy(update={"centroids": (tuple(population),
+                                                                           tuple(population))}))[0]
+    return cards_from_stats(spec, shares, z, raw, population_raw)
+
+
+@dataclass(frozen=True)
+class PrivateRelease:
+    """The outputs of one private fit, ready for the manifest (all post-processing)."""
+
+    params: AssignerParams
+    counts: F64
+    cards: tuple[PersonaCard, ...]
+    privacy: dict[str, object]
+    n_users: int
+    suppressed: tuple[str, ...]
+
+
+def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int, epsilon: float,
+                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path,
+                source: str, note: str, now: datetime,
+                progress: Callable[[str], None]) -> PrivateRelease:
+    """Check the budget, fit DP k-means, spend the budget, describe the release.
+
+    Args:
+        rows: raw feature rows (one per user).
+        spec: the feature spec (its declared bounds bound the sensitivity).
+        key: the trainer's signing key (also signs ledger entries).
+        k: number of personas (fixed: choosing k from the data would need budget too).
+        epsilon: this release's ε.
+        delta: this release's δ.
+        iterations: DP-Lloyd rounds.
+        k_min: personas whose noisy count is below it are not released.
+        seed: random seed (tests and reproducible benchmarks only).
+        ledger: the budget ledger file.
+        source: the data source name the budget belongs to.
+        note: recorded with the ledger entry (model id and version).
+        now: the release time.
+        progress: receives short messages.
+
+    Returns:
+        The release.
+
+    Raises:
+        BudgetExceededError: the source's budget cannot cover (ε, δ); nothing was drawn.
+        InputError: bad parameters or no persona reaches k-min.
+    """
+    book = PrivacyLedger(ledger, key)
+    book.check(source, epsilon=epsilon, delta=delta)
+    leaks = [f.name for f in spec.features if f.bounds_source == "data"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PrivacyLeakWarning)
+        scaling = declared_scaling(spec)
+    for warning in caught:  # re-emit to the caller: it always shows (PrivacyLeakWarning)
+        warnings.warn(warning.message, PrivacyLeakWarning, stacklevel=2)
+    model = DPKMeans(n_clusters=k, epsilon=epsilon, delta=delta, bounds=scaling.bounds,
+                     iterations=iterations, k_min=k_min, random_state=seed)
+    try:
+        model.fit(scaling.transform(rows))
+    finally:  # noise was drawn: a failure is an output too, so the budget is spent either way
+        seq, digest = book.spend(source, epsilon=epsilon, delta=delta, note=note,
+                                 now=now)
+    progress(f"DP k-means at ε={epsilon:g}, δ={delta:g}: {model.n_clusters_} personas released,"
+             f" {len(model.dropped_)} suppressed by k-min on noisy counts")
+    if model.n_clusters_ < 2:
+        raise InputError(f"only {model.n_clusters_} persona reached k-min {k_min} on noisy counts;"
+                         " raise --epsilon, lower --k or --k-min, or use more users")
+    params = scaling.assigner_params(model.cluster_centers_)
+    status = book.status(source)
+    notes = [f"mu={model.mu_:.6g}, zCDP rho={model.rho_:.6g}, exact Gaussian privacy profile",
+             "neighbours: add or remove one user", "rows clipped to declared bounds; scaling"
+             " from declared bounds only", "k-min applied to noisy counts",
+             f"ledger {source!r} head {seq}:{digest}; spent ε={status.spent_epsilon:.4g}"
+             f" of {status.epsilon:g}"]
+    if leaks:
+        notes.append(f"PrivacyLeakWarning: bounds of {leaks} were taken from data, not declared")
+    privacy = {"epsilon": epsilon, "delta": delta, "mechanism": MECHANISM, "k_min": k_min,
+               "suppressed": model.dropped_, "notes": tuple(notes)}
+    return PrivateRelease(params, model.counts_, dp_cards(spec, params, model.counts_), privacy,
+                          max(0, round(float(np.clip(model.counts_, 0, None).sum()))),
+                          tuple(model.dropped_))
+
