@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     refit.add_argument("--ledger", help="privacy budget ledger (required with --epsilon)")
     refit.add_argument("--source", help="ledger source to spend from (default: the model id)")
     _trusted(refit)
+    _dynamic.add_weighting_options(refit)
     refit.set_defaults(handler=_dynamic.refit)
+    _trusted(_dynamic.add_schedule_parser(sub))
 
     approve = sub.add_parser("approve", help="publish a refit held back by the drift gate")
     approve.add_argument("bundle", help="the refit's bundle folder")

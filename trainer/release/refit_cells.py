@@ -238,10 +238,9 @@ def _caps(counts: F64, day_cap: float | None) -> F64:
     """Per (day, persona) scale factors <= 1 that hold a day to ``day_cap`` x the median day."""
     if day_cap is None or counts.size == 0:
         return np.ones_like(counts)
-    masked = np.where(counts > 0, counts, np.nan)
-    with np.errstate(all="ignore"):
-        median = np.nanmedian(masked, axis=0) if np.isfinite(masked).any() else np.ones(counts.shape[1])
-    limit = day_cap * np.nan_to_num(median, nan=1.0)
+    median = np.array([float(np.median(column[column > 0])) if (column > 0).any() else 1.0
+                       for column in counts.T])
+    limit = day_cap * median
     return np.where(counts > limit, limit / np.maximum(counts, 1e-12), 1.0)
 
 

@@ -20,11 +20,13 @@ typical personas are apart). For each persona that moved the report says:
     (``lineage.spread``), or, without one, the median daily spread (which only
     sees bursts). A private refit releases no spread, so it has no estimate.
 
-A persona is *steady* (moved under half the threshold), *broad* (many moved a
-little: behaviour changed) or *concentrated* (few moved a lot, or one day
-carries most of the move: check for forged contributions). The gate holds the
-version for review when a persona moves or changes share beyond the threshold,
-vanishes, or moves in a concentrated way beyond half the threshold.
+A persona is *concentrated* when its move is beyond sampling noise (more than
+three standard errors of its mean) and few contributions moved a lot or one
+day carries most of the move: check for forged contributions, whatever the
+size of the move. Otherwise it is *steady* (moved under half the threshold) or
+*broad* (many moved a little: behaviour changed). The gate holds the version
+for review when a persona moves or changes share beyond the threshold,
+vanishes, or moves in a concentrated way.
 """
 
 from __future__ import annotations
@@ -292,10 +294,11 @@ def _explain(previous: Manifest, evidence: WeightedAggregates, i: int, new: F64,
     present = weight > 0
     top_day = _top_day_share(evidence, i, old, new, center, scale) if present.sum() >= 3 else None
     concentration = _concentration(previous, evidence, i, old, new, center, scale)
+    significant = _significant(previous, evidence, i, old, new, scale)
+    suspicious = significant and ((concentration is not None and concentration < CONCENTRATED_BELOW)
+                                  or (top_day is not None and top_day > TOP_DAY_ABOVE))
     steady = move <= threshold / 2 and change <= threshold
-    suspicious = (concentration is not None and concentration < CONCENTRATED_BELOW) or \
-        (top_day is not None and top_day > TOP_DAY_ABOVE)
-    kind = "steady" if steady else "concentrated" if suspicious else "broad"
+    kind = "concentrated" if suspicious else "steady" if steady else "broad"
     box = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
     diagonal = float(np.linalg.norm((box[1] - box[0]) * scale))
     n = float(evidence.contributions[i])
@@ -303,6 +306,24 @@ def _explain(previous: Manifest, evidence: WeightedAggregates, i: int, new: F64,
                         float(share_before), float(share_after), int(n), int(present.sum()),
                         top_day, concentration, kind, _traits(previous, old, new),
                         0.01 * diagonal / reference)
+
+
+def _significant(previous: Manifest, evidence: WeightedAggregates, i: int, old: F64, new: F64,
+                 scale: F64) -> bool:
+    """Whether the move is beyond sampling noise: ``δ² > 9 · var / n`` (three standard errors).
+
+    ``var`` is the smaller of the spread now and the spread before, so that a
+    few far contributions cannot hide their move by inflating the noise.
+    """
+    n = float(evidence.contributions[i])
+    if n <= 1 or not np.isfinite(evidence.sumsq[i]).all():
+        return False
+    mean = evidence.sums[i] / evidence.counts[i]
+    var = float((np.maximum(evidence.sumsq[i] / evidence.counts[i] - mean**2, 0.0) * scale**2).sum())
+    baseline = float(_baseline_spread(previous, evidence, scale)[i])
+    if np.isfinite(baseline):
+        var = min(var, baseline)
+    return float(np.sum((new - old) ** 2)) > 9.0 * var / n
 
 
 def _top_day_share(evidence: WeightedAggregates, i: int, old: F64, new: F64, center: F64,
