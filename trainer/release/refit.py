@@ -100,12 +100,16 @@ def _typical_raw(previous: Manifest, t: F64) -> F64:
 class RefitPrivacy:
     """Differential privacy for a refit: Gaussian noise on per-persona counts and sums.
 
-    One contribution changes one persona's count by 1 and its sum, centred on the
-    middle of the model-space bounds, by a vector of L2 norm at most
-    ``R = ||(high - low) / 2||``. With ``μ = gaussian_mu(ε, δ)`` split evenly
-    (``1/sigma_c² = R²/sigma_s² = μ²/2``) the release of all counts and sums is μ-GDP,
-    hence (ε, δ)-DP per contribution; a device contributing m times in the
-    window is protected at group size m.
+    The sums are noised in the model's *standardised* space (``(t - middle) * scale``,
+    the space the centroids and the drift gate measure in), so each feature gets
+    noise in proportion to how much it counts in a distance, not to its raw range.
+    One contribution changes one persona's count by 1 and its standardised, centred
+    sum by a vector of L2 norm at most ``R = ||(high - low) / 2 * scale||``. With
+    ``μ = gaussian_mu(ε, δ)`` split evenly (``1/sigma_c² = R²/sigma_s² = μ²/2``) the
+    release of all counts and sums is μ-GDP, hence (ε, δ)-DP per contribution (the
+    way back to model units is post-processing); a device contributing m times in
+    the window is protected at group size m. Decayed aggregates weigh every
+    contribution by at most 1, so the same calibration holds for them.
     """
 
     epsilon: float
@@ -132,14 +136,15 @@ def noisy_aggregates(previous: Manifest, aggregates: PersonaAggregates,
     params = previous.assigner
     bounds = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
     middle, half = (bounds[0] + bounds[1]) / 2.0, (bounds[1] - bounds[0]) / 2.0
+    scale = np.asarray(params.scale, dtype=np.float64)
     mu = gaussian_mu(privacy.epsilon, privacy.delta)
     sigma_count = math.sqrt(2.0) / mu
-    sigma_sum = math.sqrt(2.0) * float(np.linalg.norm(half)) / mu
+    sigma_sum = math.sqrt(2.0) * float(np.linalg.norm(half * scale)) / mu  # standardised units
     rng = np.random.default_rng(secrets.randbits(128) if privacy.seed is None else privacy.seed)
     counts = np.asarray(aggregates.counts, dtype=np.float64)
     centred = np.asarray(aggregates.sums, dtype=np.float64) - counts[:, None] * middle
     noisy_counts = counts + rng.normal(0.0, sigma_count, size=counts.shape)
-    noisy_centred = centred + rng.normal(0.0, sigma_sum, size=centred.shape)
+    noisy_centred = centred + rng.normal(0.0, sigma_sum, size=centred.shape) / scale
     means = np.clip(noisy_centred / np.maximum(noisy_counts, 1.0)[:, None] + middle,
                     bounds[0], bounds[1])
     return PersonaAggregates(noisy_counts, means * np.maximum(noisy_counts, 1.0)[:, None],
