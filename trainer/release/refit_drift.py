@@ -11,19 +11,24 @@ typical personas are apart). For each persona that moved the report says:
 
   - *over days*: the share of the move that the single heaviest day carries
     (a burst on one day is suspicious; a trend spreads over days);
+  - *in numbers*: a persona whose share of contributions grew at least
+    twofold in one round (a surge of newcomers);
   - *over contributions*: if a share ``f`` of contributions moves by a
     distance ``D`` while the rest stays, the mean moves by ``δ = f·D`` and the
     within-persona variance grows by ``f(1-f)·D²``, so
     ``f ≈ δ² / (δ² + Δvar)``. Many contributions moving a little give
     ``f ≈ 1`` (variance unchanged); a few moving a lot give a small ``f``.
+    The movers then lie ``D = (δ² + Δvar) / δ`` from the old centre: more than
+    three of the persona's spreads out is far outside its members.
     ``Δvar`` is measured against the spread the previous version recorded
     (``lineage.spread``), or, without one, the median daily spread (which only
     sees bursts). A private refit releases no spread, so it has no estimate.
 
 A persona is *concentrated* when its move is beyond sampling noise (more than
-three standard errors of its mean) and few contributions moved a lot or one
-day carries most of the move: check for forged contributions, whatever the
-size of the move. Otherwise it is *steady* (moved under half the threshold) or
+three standard errors of its mean) and few contributions moved a lot, the
+movers lie far outside the persona, one day carries most of the move, or its
+share surged: check for forged contributions,
+whatever the size of the move. Otherwise it is *steady* (moved under half the threshold) or
 *broad* (many moved a little: behaviour changed). The gate holds the version
 for review when a persona moves or changes share beyond the threshold,
 vanishes, or moves in a concentrated way.
@@ -56,6 +61,8 @@ __all__ = [
 F64 = npt.NDArray[np.float64]
 CONCENTRATED_BELOW = 0.25  # estimated share of contributions behind a move
 TOP_DAY_ABOVE = 0.5  # share of a move carried by one day (with >= 3 days)
+FAR_OUT_SPREADS = 3.0  # the movers would lie this many spreads from the old centre
+SURGE_AT_LEAST = 2.0  # the persona's share of contributions grew this many times
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class PersonaDrift:
         kind: ``steady``, ``broad`` or ``concentrated``.
         traits: the features that moved most, in raw units.
         influence_bound: the most any 1 % of contributions could move it (same unit as ``move``).
+        reach: how far out the movers would lie, in spreads of the persona before (None: no estimate).
     """
 
     id: str
@@ -89,6 +97,7 @@ class PersonaDrift:
     kind: str
     traits: tuple[str, ...]
     influence_bound: float
+    reach: float | None = None
 
     def sentence(self, threshold: float) -> str:
         """The reviewer's line for this persona."""
@@ -100,9 +109,13 @@ class PersonaDrift:
             return f"{head}: steady ({evidence})."
         parts = [evidence]
         if self.concentration is not None:
-            parts.append(f"the move is consistent with ≈ {self.concentration:.0%} of them moving")
+            far = (f", lying ≈ {self.reach:.1f} spreads from its old centre"
+                   if self.reach is not None else "")
+            parts.append(f"the move is consistent with ≈ {self.concentration:.0%} of them moving{far}")
         if self.top_day_share is not None:
             parts.append(f"the heaviest day carries {self.top_day_share:.0%} of the move")
+        if self.share_before > 0 and self.share_after >= SURGE_AT_LEAST * self.share_before:
+            parts.append(f"its share of contributions grew {self.share_after / self.share_before:.1f}x")
         what = ("concentrated, few contributions moved a lot; check for forged contributions"
                 " before approving" if self.kind == "concentrated"
                 else "broad, many contributions moved a little; behaviour changed")
@@ -293,10 +306,12 @@ def _explain(previous: Manifest, evidence: WeightedAggregates, i: int, new: F64,
     weight = evidence.day_weight[:, i]
     present = weight > 0
     top_day = _top_day_share(evidence, i, old, new, center, scale) if present.sum() >= 3 else None
-    concentration = _concentration(previous, evidence, i, old, new, center, scale)
+    concentration, reach = _concentration(previous, evidence, i, old, new, center, scale)
     significant = _significant(previous, evidence, i, old, new, scale)
+    surge = share_after >= SURGE_AT_LEAST * share_before
     suspicious = significant and ((concentration is not None and concentration < CONCENTRATED_BELOW)
-                                  or (top_day is not None and top_day > TOP_DAY_ABOVE))
+                                  or (reach is not None and reach > FAR_OUT_SPREADS)
+                                  or (top_day is not None and top_day > TOP_DAY_ABOVE) or surge)
     steady = move <= threshold / 2 and change <= threshold
     kind = "concentrated" if suspicious else "steady" if steady else "broad"
     box = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
@@ -305,7 +320,7 @@ def _explain(previous: Manifest, evidence: WeightedAggregates, i: int, new: F64,
     return PersonaDrift(previous.personas[i].id, previous.personas[i].name, float(move),
                         float(share_before), float(share_after), int(n), int(present.sum()),
                         top_day, concentration, kind, _traits(previous, old, new),
-                        0.01 * diagonal / reference)
+                        0.01 * diagonal / reference, reach)
 
 
 def _significant(previous: Manifest, evidence: WeightedAggregates, i: int, old: F64, new: F64,
@@ -342,21 +357,29 @@ def _top_day_share(evidence: WeightedAggregates, i: int, old: F64, new: F64, cen
 
 
 def _concentration(previous: Manifest, evidence: WeightedAggregates, i: int, old: F64, new: F64,
-                   center: F64, scale: F64) -> float | None:
-    """``f ≈ δ² / (δ² + Δvar)``: the share of contributions the move is consistent with."""
+                   center: F64, scale: F64) -> tuple[float | None, float | None]:
+    """``f ≈ δ² / (δ² + Δvar)`` and ``D / spread``: how many moved, and how far out they lie.
+
+    ``D = (δ² + Δvar) / δ`` is the distance the movers would have to lie from the
+    old centre, in units of the persona's spread before (its RMS radius).
+    """
     counts = float(evidence.counts[i])
     if counts <= 0 or not np.isfinite(evidence.sumsq[i]).all():
-        return None
+        return None, None
     weight = evidence.day_weight[:, i]
     present = weight > 0
     mean_t = (weight[present, None] * evidence.day_means[present, i]).sum(axis=0) / weight.sum()
     variance = float((np.maximum(evidence.sumsq[i] / counts - mean_t**2, 0.0) * scale**2).sum())
     baseline = float(_baseline_spread(previous, evidence, scale)[i])
     if not np.isfinite(baseline):
-        return None
+        return None, None
     delta2 = float(np.sum(((mean_t - center) * scale - old) ** 2))
     grown = max(variance - baseline, 0.0)
-    return 1.0 if delta2 + grown == 0 else delta2 / (delta2 + grown)
+    if delta2 + grown == 0:
+        return 1.0, 0.0
+    reach = (delta2 + grown) / np.sqrt(delta2) / np.sqrt(baseline) if delta2 > 0 and baseline > 0 \
+        else None
+    return delta2 / (delta2 + grown), reach
 
 
 def _traits(previous: Manifest, old: F64, new: F64) -> tuple[str, ...]:
