@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import InputError, Manifest, PersonaRuntime
 from edgepersona.sdk.protocol.manifest import parse_manifest
+from edgepersona.sdk.protocol.spec import Window
 from edgepersona.trainer.collector import HOLD_MARKERS, AggregateStore, BundleShelf
 from edgepersona.trainer.release.refit import plan_refit, sign_refit, write_refit
 from edgepersona.trainer.release.refit_cells import (
@@ -50,6 +51,7 @@ __all__ = ["ScheduleOptions", "ScheduleOutcome", "read_history", "run_schedule"]
 
 _NAME = re.compile(r"(?P<model>[A-Za-z0-9][A-Za-z0-9._-]{0,63})-v(?P<version>[1-9][0-9]{0,9})(\.zip)?")
 LOCK_NAME = ".schedule.lock"
+DEFAULT_WINDOW = Window.blend((0.6, 7.0), (0.4, 90.0))  # 60 % recent, 40 % long-term
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class ScheduleOptions:
     """What a scheduled round does.
 
     Attributes:
-        weighting: how daily cells are decayed and bounded.
+        weighting: how daily cells are decayed and bounded (default: 60 % of a
+            7-day and 40 % of a 90-day half-life, day cap 3x).
         k_min: fewest contributions per released persona.
         threshold: the drift gate (0.15 = 15 %).
         min_move: below this largest move and share change, the round has
@@ -66,7 +69,7 @@ class ScheduleOptions:
         history_versions: earlier versions whose cells still count (decayed).
     """
 
-    weighting: CellWeighting = field(default_factory=CellWeighting)
+    weighting: CellWeighting = field(default_factory=lambda: CellWeighting(DEFAULT_WINDOW))
     k_min: int = 10
     threshold: float = 0.15  # relative move or share change
     min_move: float = 0.01  # relative move and absolute share change
