@@ -217,3 +217,22 @@ def test_day_cells_shape_is_checked() -> None:
     with pytest.raises(InputError, match="features"):
         stack_cells([VersionCells(1, ("P1",), (cell(DAY0, 0, np.ones((2, 3))),))], ["P1"], 2)
     assert isinstance(stack_cells([], ["P1"], 2), DayCells)
+
+
+def test_the_persona_report_shows_each_persona_across_versions(
+        trained: TrainResult, bundle_training_rows: F64, signing_key: Ed25519PrivateKey) -> None:
+    from edgepersona.trainer.report import render_persona_report
+
+    v2 = honest_v2(trained, bundle_training_rows, signing_key)
+    plan = refit_with(v2, cells_of(v2, bundle_training_rows * 1.1, 3), bundle_training_rows.shape[1])
+    v3 = sign_refit(plan, signing_key).manifest  # type: ignore[arg-type]
+    history = json.loads(str(v3.lineage["history"]))
+    assert [entry["v"] for entry in history] == [2, 3]
+    assert history[-1]["moves"] == pytest.approx(dict(zip(plan.drift.ids, plan.drift.moves,  # type: ignore[attr-defined]
+                                                          strict=True)), abs=1e-6)
+    page = render_persona_report(v3, previous=v2, drift_markdown=None)
+    assert 'id="history"' in page and "History across versions" in page
+    for pid, share in history[-1]["shares"].items():
+        assert f"{share:.1%}" in page, pid
+    assert 'id="history"' not in render_persona_report(trained.manifest, previous=None,
+                                                          drift_markdown=None)
