@@ -11,12 +11,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from edgepersona.trainer.cli._errors import EXIT_ERROR, EXIT_USAGE, one_line
 from edgepersona.trainer.cli._parser import build_parser
 
 __all__ = ["main"]
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,18 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"edgepersona: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"edgepersona: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
 
-
-def _one_line(exc: BaseException) -> str:
-    """The error as one line, naming the type for errors that are not ours."""
-    from edgepersona.sdk import PersonaError
-
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, PersonaError | FileNotFoundError | PermissionError | IsADirectoryError):
-        return text
-    if isinstance(exc, ModuleNotFoundError):
-        return (f"{text}; this command needs the trainer extras:"
-                " pip install 'edgepersona[trainer]'")
-    return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
