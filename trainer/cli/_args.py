@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -12,8 +13,8 @@ from edgepersona.sdk import InputError, PersonaRuntime
 if TYPE_CHECKING:
     from edgepersona.trainer.data.events import Columns
 
-__all__ = ["Subparsers", "add_columns", "add_trusted", "columns", "open_bundle", "parse_at",
-           "trusted_keys"]
+__all__ = ["Subparsers", "add_columns", "add_trusted", "columns", "describe_bad_rows", "open_bundle",
+           "parse_at", "require_file", "require_users", "trusted_keys"]
 
 # What ``add_subparsers()`` returns; each sub-command module adds its parser to it.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -38,7 +39,8 @@ def add_trusted(parser: argparse.ArgumentParser) -> None:
         parser: the sub-command's parser.
     """
     parser.add_argument("--trusted-key", action="append", required=True, metavar="PUBKEY",
-                        help="public key file (PEM) to accept signatures from; repeatable")
+                        help="public key file (PEM), or a key folder, to accept signatures from;"
+                             " repeatable")
 
 
 def columns(args: argparse.Namespace) -> Columns:
@@ -78,15 +80,23 @@ def parse_at(text: str | None) -> float | None:
 
 
 def trusted_keys(args: argparse.Namespace) -> list[bytes]:
-    """The public keys named by ``--trusted-key``.
+    """The public keys named by ``--trusted-key`` (key files or key folders).
 
     Args:
         args: parsed options with ``trusted_key``.
 
     Returns:
-        The PEM bytes of each key.
+        The raw bytes of each key.
+
+    Raises:
+        InputError: a path is missing or holds no Ed25519 public key.
     """
-    return [Path(k).read_bytes() for k in args.trusted_key]
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from edgepersona.sdk.protocol.signing import read_public_keys
+
+    return [key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+            for path in args.trusted_key for key in read_public_keys(path)]
 
 
 def open_bundle(args: argparse.Namespace) -> PersonaRuntime:
@@ -100,3 +110,51 @@ def open_bundle(args: argparse.Namespace) -> PersonaRuntime:
     """
     return PersonaRuntime.open(args.bundle, trusted_keys=trusted_keys(args),
                                backend=getattr(args, "backend", "auto"))
+
+
+def require_file(flag: str, path: str) -> None:
+    """Refuse a missing path or a folder where a file is expected, before any work.
+
+    Args:
+        flag: the option or argument name, for the message.
+        path: the path given.
+
+    Raises:
+        InputError: the path is missing or is a folder.
+    """
+    where = Path(path)
+    if where.is_dir():
+        raise InputError(f"{flag} {path} is a folder; expected a file")
+    if not where.exists():
+        raise InputError(f"{flag} {path}: no such file")
+
+
+def require_users(users: int, bad: Counter[str], source: str) -> None:
+    """Refuse data with no usable user, naming the real cause (not a k error later).
+
+    Args:
+        users: users left after dropping bad rows.
+        bad: dropped rows per reason.
+        source: the file name, for the message.
+
+    Raises:
+        InputError: no user is left.
+    """
+    if users > 0:
+        return
+    if not bad:
+        raise InputError(f"{source} has no users: it holds no data rows (a header at most)")
+    raise InputError(f"{source} has no users: all {sum(bad.values()):,} rows were dropped as bad"
+                     f" ({describe_bad_rows(bad)})")
+
+
+def describe_bad_rows(bad: Counter[str]) -> str:
+    """Dropped rows per reason, e.g. ``3 unparseable timestamp, 1 missing user id``.
+
+    Args:
+        bad: dropped rows per reason.
+
+    Returns:
+        The counts, largest first.
+    """
+    return ", ".join(f"{count:,} {reason}" for reason, count in bad.most_common())

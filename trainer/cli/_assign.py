@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
 from pathlib import Path
 
 from edgepersona.sdk import Assignment, PersonaRuntime
@@ -11,10 +13,13 @@ from edgepersona.trainer.cli._args import (
     add_columns,
     add_trusted,
     columns,
+    describe_bad_rows,
     open_bundle,
-    parse_at,
+    require_file,
+    require_users,
 )
 from edgepersona.trainer.cli._render import print_assignments, print_json
+from edgepersona.trainer.cli._types import moment
 
 __all__ = ["add_parser", "assign"]
 
@@ -30,7 +35,7 @@ def add_parser(sub: Subparsers) -> None:
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument("--features", help="table with one column per spec feature")
     given.add_argument("--events", help="event log; each user's events are folded as on a device")
-    parser.add_argument("--at", help="reference time for --events (default: last event)")
+    parser.add_argument("--at", type=moment, help="reference time for --events (default: last event)")
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "numpy"], default="auto")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     add_trusted(parser)
@@ -47,15 +52,21 @@ def assign(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
     """
+    data = Path(args.features or args.events)
+    require_file("--features" if args.features else "--events", str(data))
     runtime = open_bundle(args)
     if args.features:
         from edgepersona.trainer.data.events import read_feature_table
 
-        table = read_feature_table(Path(args.features), runtime.spec,
-                                   args.user_col if _has_column(args) else None)
+        table = read_feature_table(data, runtime.spec, args.user_col if _has_column(args) else None)
+        require_users(len(table.values), table.bad_rows, data.name)
         labels, results = table.user_keys, runtime.assign_many(table.values)
+        bad = table.bad_rows
     else:
-        labels, results = _assign_events(runtime, Path(args.events), args)
+        labels, results, bad = _assign_events(runtime, data, args)
+    if bad:  # on stderr, so that --json output stays one JSON document
+        print(f"edgepersona: skipped {sum(bad.values()):,} bad row(s) of {data.name}:"
+              f" {describe_bad_rows(bad)}", file=sys.stderr)
     if args.json:
         print_json([{"user": u, **_as_dict(r)} for u, r in zip(labels, results, strict=True)])
     else:
@@ -71,14 +82,15 @@ def _has_column(args: argparse.Namespace) -> bool:
 
 
 def _assign_events(runtime: PersonaRuntime, path: Path, args: argparse.Namespace
-                   ) -> tuple[list[str], list[Assignment]]:
+                   ) -> tuple[list[str], list[Assignment], Counter[str]]:
     """Fold each user's events one at a time, as the device does, then assign."""
     from edgepersona.trainer.data.events import read_event_log
     from edgepersona.trainer.data.replay import replay_on_device
 
     log = read_event_log(path, columns(args))
-    rows = replay_on_device(runtime.fold_plan, log, parse_at(args.at))
-    return log.user_keys, runtime.assign_many(rows)
+    require_users(log.n_users, log.bad_rows, path.name)
+    rows = replay_on_device(runtime.fold_plan, log, args.at)
+    return log.user_keys, runtime.assign_many(rows), log.bad_rows
 
 
 def _as_dict(result: Assignment) -> dict[str, object]:

@@ -19,6 +19,7 @@ import numpy as np
 from edgepersona.sdk import InputError, PersonaRuntime, load_spec_json
 from edgepersona.trainer.cli._args import Subparsers
 from edgepersona.trainer.cli._render import console, print_assignments, print_cards, progress_steps
+from edgepersona.trainer.cli._types import k_or_auto, non_negative_int, positive_int
 
 __all__ = ["add_parser", "quickstart"]
 
@@ -33,12 +34,12 @@ def add_parser(sub: Subparsers) -> None:
     """
     parser = sub.add_parser("quickstart", help="train, sign, verify and assign on bundled data")
     parser.add_argument("--dir", help="work folder (default: a new temporary folder)")
-    parser.add_argument("--k", default="auto", help="number of personas or 'auto'")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    parser.add_argument("--show", type=int, default=12, help="held-back users to list (12)")
+    parser.add_argument("--k", type=k_or_auto, default="auto", help="number of personas or 'auto'")
+    parser.add_argument("--seed", type=non_negative_int, default=7, help="random seed (default 7)")
+    parser.add_argument("--show", type=non_negative_int, default=12, help="held-back users to list (12)")
     parser.add_argument("--dynamic", action="store_true",
                         help="the whole sync loop: gateways, collector, refit, drift gate, update")
-    parser.add_argument("--customers", type=int, default=300,
+    parser.add_argument("--customers", type=positive_int, default=300,
                         help="with --dynamic: customers served by the simulated gateways (300)")
     parser.set_defaults(handler=quickstart)
 
@@ -93,8 +94,7 @@ def quickstart(args: argparse.Namespace) -> int:
     with progress_steps("training") as step:
         train_log = log.subset(kept)
         rows = compute_features(train_log, spec, reference)
-        options = TrainOptions(model_id="retail-personas", k="auto" if args.k == "auto"
-                               else int(args.k), seed=args.seed)
+        options = TrainOptions(model_id="retail-personas", k=args.k, seed=args.seed)
         result = train_bundle(rows, spec, load_signing_key(private), options,
                               lineage={"source": log.source, "users": len(kept)},
                               bad_rows=log.bad_rows, progress=step)

@@ -10,6 +10,7 @@ import numpy as np
 from edgepersona.sdk import InputError, PersonaRuntime
 from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
 from edgepersona.trainer.cli._render import console
+from edgepersona.trainer.cli._types import days, positive_float, positive_int, probability
 
 __all__ = ["add_parser", "refit"]
 
@@ -26,13 +27,14 @@ def add_parser(sub: Subparsers) -> None:
     parser.add_argument("--previous", required=True, help="the bundle devices assigned with")
     parser.add_argument("--key", required=True, help="signing key file or folder")
     parser.add_argument("--out", help="bundle folder to create (default: <model>-v<N> beside --previous)")
-    parser.add_argument("--k-min", type=int, default=10, help="fewest contributions per persona (10)")
-    parser.add_argument("--drift-threshold", type=float, default=0.15,
+    parser.add_argument("--k-min", type=positive_int, default=10,
+                        help="fewest contributions per persona (10)")
+    parser.add_argument("--drift-threshold", type=positive_float, default=0.15,
                         help="relative centroid move or share change that needs review (0.15)")
-    parser.add_argument("--days", type=int, help="use only the last N days of contributions")
-    parser.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
-    parser.add_argument("--epsilon", type=float, help="noise counts and sums with (ε, δ)-DP")
-    parser.add_argument("--delta", type=float, default=1e-6, help="DP δ (1e-6)")
+    parser.add_argument("--days", type=positive_int, help="use only the last N days of contributions")
+    parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
+    parser.add_argument("--epsilon", type=positive_float, help="noise counts and sums with (ε, δ)-DP")
+    parser.add_argument("--delta", type=probability, default=1e-6, help="DP δ (1e-6)")
     parser.add_argument("--ledger", help="privacy budget ledger (required with --epsilon)")
     parser.add_argument("--source", help="ledger source to spend from (default: the model id)")
     add_trusted(parser)

@@ -18,6 +18,7 @@ from edgepersona.sdk.protocol.rotation import build_rotation_statement
 from edgepersona.sdk.protocol.signing import key_id
 from edgepersona.trainer.cli._args import Subparsers
 from edgepersona.trainer.cli._render import console
+from edgepersona.trainer.cli._types import days, positive_int
 
 __all__ = ["add_parser", "keys_rotate"]
 
@@ -34,9 +35,9 @@ def add_parser(keys: Subparsers) -> None:
     rotate.add_argument("--old", required=True, help="folder (or PEM file) of the key being retired")
     rotate.add_argument("--new", required=True, help="folder (or PEM file) of the key taking over")
     rotate.add_argument("--out", required=True, help="statement file to write (never overwritten)")
-    rotate.add_argument("--counter", type=int, required=True,
+    rotate.add_argument("--counter", type=positive_int, required=True,
                         help="rotation number, greater than every earlier rotation's")
-    rotate.add_argument("--expires-days", type=float, default=365.0,
+    rotate.add_argument("--expires-days", type=days, default=365.0,
                         help="days devices accept the statement (365)")
     rotate.set_defaults(handler=keys_rotate)
 

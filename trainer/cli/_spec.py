@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepersona.sdk import FeatureSpec
-from edgepersona.trainer.cli._args import Subparsers, add_columns, columns
+from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, require_file
 from edgepersona.trainer.cli._render import console
 
 __all__ = ["add_parser", "spec_suggest", "suggest_for"]
@@ -38,6 +38,7 @@ def spec_suggest(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
     """
+    require_file("DATA", args.data)
     spec = suggest_for(Path(args.data), args, table=args.table)
     text = spec.to_json()
     if args.out:

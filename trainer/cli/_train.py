@@ -14,9 +14,22 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import FeatureSpec, InputError, load_spec_json
-from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, parse_at
+from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, require_file, require_users
 from edgepersona.trainer.cli._render import console, print_cards, progress_steps
 from edgepersona.trainer.cli._spec import suggest_for
+from edgepersona.trainer.cli._types import (
+    budget,
+    days,
+    fraction,
+    k_or_auto,
+    k_range,
+    moment,
+    non_negative_int,
+    positive_float,
+    positive_floats,
+    positive_int,
+    probability,
+)
 
 if TYPE_CHECKING:
     from edgepersona.trainer.engines.row_blocks import RowBlocks
@@ -40,16 +53,16 @@ def add_parser(sub: Subparsers) -> None:
     parser.add_argument("--out", help="bundle folder to create (required unless --epsilon-sweep)")
     parser.add_argument("--zip", action="store_true", help="also write OUT.zip")
     parser.add_argument("--force", action="store_true", help="replace an existing OUT")
-    parser.add_argument("--k", default="auto", help="number of personas or 'auto' (default)")
-    parser.add_argument("--k-range", default="3,8", help="candidates for auto k (default 3,8)")
-    parser.add_argument("--k-min", type=int, default=10, help="fewest users per persona (10)")
-    parser.add_argument("--min-share", type=float, default=0.02,
+    parser.add_argument("--k", type=k_or_auto, default="auto", help="number of personas or 'auto' (default)")
+    parser.add_argument("--k-range", type=k_range, default=(3, 8), help="candidates for auto k (default 3,8)")
+    parser.add_argument("--k-min", type=positive_int, default=10, help="fewest users per persona (10)")
+    parser.add_argument("--min-share", type=fraction, default=0.02,
                        help="auto k: smallest persona share allowed (0.02)")
-    parser.add_argument("--seed", type=int, help="random seed for reproducible fits")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed for reproducible fits")
     parser.add_argument("--model-id", default="personas", help="model name (default: personas)")
-    parser.add_argument("--version", type=int, default=1, help="bundle version (default: 1)")
-    parser.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
-    parser.add_argument("--at", help="reference time for event logs (ISO 8601 or unix seconds)")
+    parser.add_argument("--version", type=positive_int, default=1, help="bundle version (default: 1)")
+    parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
+    parser.add_argument("--at", type=moment, help="reference time for event logs (ISO 8601 or unix seconds)")
     _add_privacy(parser)
     _add_engine(parser)
     add_columns(parser)
@@ -59,14 +72,14 @@ def add_parser(sub: Subparsers) -> None:
 def _add_privacy(parser: argparse.ArgumentParser) -> None:
     """The differential privacy options."""
     private = parser.add_argument_group("differential privacy")
-    private.add_argument("--epsilon", type=float, help="fit with (ε, δ)-DP; needs --k and --ledger")
-    private.add_argument("--delta", type=float, default=1e-6, help="DP δ (1e-6)")
-    private.add_argument("--iterations", type=int, default=3, help="DP-Lloyd rounds (3)")
+    private.add_argument("--epsilon", type=positive_float, help="fit with (ε, δ)-DP; needs --k and --ledger")
+    private.add_argument("--delta", type=probability, default=1e-6, help="DP δ (1e-6)")
+    private.add_argument("--iterations", type=positive_int, default=3, help="DP-Lloyd rounds (3)")
     private.add_argument("--ledger", help="privacy budget ledger file (created if missing)")
     private.add_argument("--source", help="data source whose budget is spent (default: file name)")
-    private.add_argument("--budget", metavar="EPS[,DELTA]",
+    private.add_argument("--budget", type=budget, metavar="EPS[,DELTA]",
                          help="give the source this total budget if it has none yet")
-    private.add_argument("--epsilon-sweep", metavar="E1,E2,...",
+    private.add_argument("--epsilon-sweep", type=positive_floats, metavar="E1,E2,...",
                          help="preview quality and stability per ε on synthetic data; releases nothing")
 
 
@@ -100,12 +113,9 @@ def train(args: argparse.Namespace) -> int:
     from edgepersona.trainer.release.keys import load_signing_key
     from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
-    if not args.epsilon_sweep and not (args.key and args.out):
-        raise InputError("train needs --key KEYS/ and --out BUNDLE/ (only --epsilon-sweep writes nothing)")
+    _check_before_work(args)
     key = load_signing_key(Path(args.key)) if args.key else None
     data = Path(args.events or args.table)
-    if args.engine == "dask" and not args.spec:
-        raise InputError("--engine dask needs --spec: make one with `edgepersona spec suggest` on one file")
     with progress_steps("training") as step, _engine(args):
         if args.spec:
             spec = load_spec_json(Path(args.spec).read_text(encoding="utf-8"))
@@ -117,18 +127,17 @@ def train(args: argparse.Namespace) -> int:
             rows, bad, users = _dask_rows(spec, args, step)
         elif args.events:
             log = read_event_log(data, columns(args))
-            rows, bad, users = compute_features(log, spec, parse_at(args.at)), log.bad_rows, log.n_users
+            rows, bad, users = compute_features(log, spec, args.at), log.bad_rows, log.n_users
         else:
             table = read_feature_table(data, spec)
             rows, bad, users = table.values, table.bad_rows, len(table.values)
         step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
              + (f" ({dict(bad)})" if bad else ""))
+        require_users(users, bad, data.name)
         if args.epsilon_sweep:
             return _sweep(spec, users, args)
-        k_low, k_high = (int(x) for x in args.k_range.split(","))
-        options = TrainOptions(model_id=args.model_id, version=args.version,
-                               k="auto" if args.k == "auto" else int(args.k),
-                               k_range=(k_low, k_high), k_min=args.k_min,
+        options = TrainOptions(model_id=args.model_id, version=args.version, k=args.k,
+                               k_range=args.k_range, k_min=args.k_min,
                                min_share=args.min_share, seed=args.seed,
                                expires_days=args.expires_days)
         options = _with_privacy(options, args, data)
@@ -141,6 +150,27 @@ def train(args: argparse.Namespace) -> int:
     print_cards(result.manifest)
     console.print(f"bundle written to {out}")
     return 0
+
+
+def _check_before_work(args: argparse.Namespace) -> None:
+    """Refuse option combinations that cannot work, before any data is read."""
+    if not args.epsilon_sweep and not (args.key and args.out):
+        raise InputError("train needs --key KEYS/ and --out BUNDLE/ (only --epsilon-sweep writes nothing)")
+    if args.engine == "dask" and not args.spec:
+        raise InputError("--engine dask needs --spec: make one with `edgepersona spec suggest` on one file")
+    if args.out and not args.epsilon_sweep and Path(args.out).exists() and not args.force:
+        raise InputError(f"{args.out} already exists; choose another --out or pass --force")
+    if args.epsilon is not None and not args.ledger:
+        raise InputError("--epsilon needs --ledger PATH: private releases are spent from a ledger")
+    if (args.epsilon is not None or args.epsilon_sweep) and args.k == "auto":
+        raise InputError(f"{'--epsilon-sweep' if args.epsilon_sweep else '--epsilon'} needs a fixed"
+                         " --k: choosing k from the data would spend privacy budget")
+    files = [("--spec", args.spec)]
+    if args.engine == "local":  # the Dask engine reads folders and globs
+        files += [("--events", args.events), ("--table", args.table)]
+    for flag, given in files:
+        if given:
+            require_file(flag, given)
 
 
 def _engine(args: argparse.Namespace) -> AbstractContextManager[object]:
@@ -160,7 +190,7 @@ def _dask_rows(spec: FeatureSpec, args: argparse.Namespace, step: Callable[[str]
 
     step(f"dask engine: {worker_count()} worker(s)")
     if args.events:
-        read = read_event_rows(args.events, spec, columns(args), parse_at(args.at))
+        read = read_event_rows(args.events, spec, columns(args), args.at)
     else:
         read = read_table_rows(args.table, spec)
     return read.rows, read.bad_rows, read.users
@@ -177,10 +207,10 @@ def _with_privacy(options: TrainOptions, args: argparse.Namespace, data: Path) -
         from edgepersona.trainer.privacy.ledger import PrivacyLedger
         from edgepersona.trainer.release.keys import load_signing_key
 
-        parts = [float(x) for x in args.budget.split(",")]
+        epsilon, delta = args.budget
         ledger = PrivacyLedger(Path(args.ledger), load_signing_key(Path(args.key)))
         if not ledger.status(source).has_budget:
-            ledger.set_budget(source, epsilon=parts[0], delta=parts[1] if len(parts) > 1 else 1e-5)
+            ledger.set_budget(source, epsilon=epsilon, delta=delta)
     return replace(options, epsilon=args.epsilon, delta=args.delta, iterations=args.iterations,
                    ledger=Path(args.ledger), source=source)
 
@@ -193,8 +223,7 @@ def _sweep(spec: FeatureSpec, users: int, args: argparse.Namespace) -> int:
 
     if args.k == "auto":
         raise InputError("--epsilon-sweep needs a fixed --k")
-    epsilons = [float(x) for x in args.epsilon_sweep.split(",")]
-    points = epsilon_sweep(spec, users=users, k=int(args.k), epsilons=epsilons, delta=args.delta,
+    points = epsilon_sweep(spec, users=users, k=args.k, epsilons=args.epsilon_sweep, delta=args.delta,
                            seed=args.seed or 0)
     table = Table(title=f"DP preview: {users:,} users, k={args.k}, δ={args.delta:g}"
                   " (synthetic data in the declared bounds; nothing spent)", title_justify="left")
