@@ -236,3 +236,25 @@ def test_the_persona_report_shows_each_persona_across_versions(
         assert f"{share:.1%}" in page, pid
     assert 'id="history"' not in render_persona_report(trained.manifest, previous=None,
                                                           drift_markdown=None)
+
+
+def test_the_schedule_command_prints_one_line_and_is_safe_to_run_twice(
+        trained: TrainResult, bundle_training_rows: F64, signing_keys: object, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgepersona.trainer.cli import main
+
+    shelf, url = tmp_path / "bundles", f"sqlite:///{tmp_path / 'collector.db'}"
+    write_bundle(shelf / f"{trained.manifest.model_id}-v1", trained.files)
+    add_cells(url, trained.manifest, bundle_training_rows * 2.0, DAY0)
+    argv = ["schedule", "--db", url, "--bundles", str(shelf), "--k-min", "5",
+            "--key", str(signing_keys.private_path),  # type: ignore[attr-defined]
+            "--trusted-key", str(signing_keys.public_path)]  # type: ignore[attr-defined]
+    lines = []
+    for _ in range(2):
+        assert main(argv) == 0
+        lines.append(capsys.readouterr().out.strip())
+    assert all("\n" not in line for line in lines)
+    assert " held: " in lines[0] and "serving v1" in lines[0]
+    assert "v2 awaits review" in lines[1] and "nothing done" in lines[1]
+    assert main([*argv, "--window", "weekly"]) != 0
+    assert "unknown decay window" in capsys.readouterr().err
