@@ -33,7 +33,7 @@ points); the first round within 5 % and 5 points. The simulated reviewer
 approves every version except one where a persona vanished (fewer than
 k-min = 10 contributions), which keeps the current version. Variants: the
 refit of old (the previous version's cells only, all days equal), all rounds
-equal, a 14-day half-life, a 60 % 7-day / 40 % 90-day blend; each without
+equal, a 7-day and a 14-day half-life, a 60 % 7-day / 40 % 90-day blend; each without
 and with ε = 1 per round (δ = 1e-6; each round is a separate release, so the
 rounds compose).
 """
@@ -80,6 +80,7 @@ SPEC = BUNDLED.parent / "retail_spec.json"
 VARIANTS: dict[str, tuple[Window, int]] = {
     "previous version only (old refit)": (Window(), 0),
     "all rounds equal": (Window(), 10_000),
+    "half-life 7 d": (Window.half_life(7), 10_000),
     "half-life 14 d": (Window.half_life(14), 10_000),
     "blend 60% 7 d + 40% 90 d": (Window.blend((0.6, 7), (0.4, 90)), 10_000),
 }

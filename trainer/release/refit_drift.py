@@ -10,7 +10,8 @@ typical personas are apart). For each persona that moved the report says:
 * **how concentrated** the move is, two ways:
 
   - *over days*: the share of the move that the single heaviest day carries
-    (a burst on one day is suspicious; a trend spreads over days);
+    (a burst on one day is suspicious when that share is also more than twice
+    the day's share of the weight; a trend spreads over days);
   - *in numbers*: a persona whose share of contributions grew at least
     twofold in one round (a surge of newcomers);
   - *over contributions*: if a share ``f`` of contributions moves by a
@@ -60,7 +61,8 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 CONCENTRATED_BELOW = 0.25  # estimated share of contributions behind a move
-TOP_DAY_ABOVE = 0.5  # share of a move carried by one day (with >= 3 days)
+TOP_DAY_ABOVE = 0.5  # share of a move carried by one day (with >= 3 days) ...
+BURST_RATIO = 2.0  # ... and at least this many times that day's share of the weight
 FAR_OUT_SPREADS = 3.0  # the movers would lie this many spreads from the old centre
 SURGE_AT_LEAST = 2.0  # the persona's share of contributions grew this many times
 
@@ -305,13 +307,15 @@ def _explain(previous: Manifest, evidence: WeightedAggregates, i: int, new: F64,
     old = np.asarray(params.centroids)[i]
     weight = evidence.day_weight[:, i]
     present = weight > 0
-    top_day = _top_day_share(evidence, i, old, new, center, scale) if present.sum() >= 3 else None
+    day = _top_day_share(evidence, i, old, new, center, scale) if present.sum() >= 3 else None
+    top_day = day[0] if day is not None else None
+    burst = day is not None and day[0] > TOP_DAY_ABOVE and day[0] > BURST_RATIO * day[1]
     concentration, reach = _concentration(previous, evidence, i, old, new, center, scale)
     significant = _significant(previous, evidence, i, old, new, scale)
     surge = share_after >= SURGE_AT_LEAST * share_before
     suspicious = significant and ((concentration is not None and concentration < CONCENTRATED_BELOW)
                                   or (reach is not None and reach > FAR_OUT_SPREADS)
-                                  or (top_day is not None and top_day > TOP_DAY_ABOVE) or surge)
+                                  or burst or surge)
     steady = move <= threshold / 2 and change <= threshold
     kind = "concentrated" if suspicious else "steady" if steady else "broad"
     box = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
@@ -342,8 +346,13 @@ def _significant(previous: Manifest, evidence: WeightedAggregates, i: int, old: 
 
 
 def _top_day_share(evidence: WeightedAggregates, i: int, old: F64, new: F64, center: F64,
-                   scale: F64) -> float | None:
-    """Share of the move (projected on its direction) carried by the heaviest day."""
+                   scale: F64) -> tuple[float, float] | None:
+    """The share of the move (projected on its direction) the heaviest day carries, and its weight.
+
+    A day that carries most of the move only because it carries most of the
+    weight (the newest day under a short half-life) is not a burst; the caller
+    compares the two.
+    """
     direction = new - old
     norm = float(np.linalg.norm(direction))
     if norm == 0:
@@ -353,7 +362,11 @@ def _top_day_share(evidence: WeightedAggregates, i: int, old: F64, new: F64, cen
     z = (evidence.day_means[present, i] - center) * scale
     pushes = weight[present] * ((z - old) @ (direction / norm))
     total = float(pushes.sum())
-    return float(np.clip(pushes.max() / total, 0.0, 1.0)) if total > 0 else None
+    if total <= 0:
+        return None
+    top = int(pushes.argmax())
+    return (float(np.clip(pushes[top] / total, 0.0, 1.0)),
+            float(weight[present][top] / weight[present].sum()))
 
 
 def _concentration(previous: Manifest, evidence: WeightedAggregates, i: int, old: F64, new: F64,
