@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import secrets
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -174,10 +179,34 @@ def schedule(shelf: Path, url: str, key: Ed25519PrivateKey, public_key: bytes,
         store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A collector database on each backend (PostgreSQL: a fresh schema, dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'collector.db'}"
+        return
+    url = os.environ.get("EDGEPERSONA_TEST_POSTGRES_URL", "")
+    if not url:
+        pytest.skip("EDGEPERSONA_TEST_POSTGRES_URL is not set")
+    import psycopg
+    from psycopg import sql
+
+    schema = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    parts = urllib.parse.urlsplit(url)
+    query = [*urllib.parse.parse_qsl(parts.query), ("options", f"-csearch_path={schema}")]
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 def test_the_schedule_publishes_waits_holds_and_is_safe_to_run_twice(
         trained: TrainResult, bundle_training_rows: F64, signing_key: Ed25519PrivateKey,
-        public_key: bytes, tmp_path: Path) -> None:
-    shelf, url = tmp_path / "bundles", f"sqlite:///{tmp_path / 'collector.db'}"
+        public_key: bytes, tmp_path: Path, store_url: str) -> None:
+    shelf, url = tmp_path / "bundles", store_url
     model = trained.manifest.model_id
     write_bundle(shelf / f"{model}-v1", trained.files)
     first = schedule(shelf, url, signing_key, public_key)
@@ -211,6 +240,18 @@ def test_a_round_that_moved_nothing_proposes_no_version(
     assert outcome.status == "converged" and outcome.new_version is None  # type: ignore[attr-defined]
     assert sorted(p.name for p in shelf.iterdir() if not p.name.startswith(".")) == \
         [f"{trained.manifest.model_id}-v1"]
+
+
+def test_a_second_run_while_one_holds_the_lock_does_nothing(
+        trained: TrainResult, signing_key: Ed25519PrivateKey, public_key: bytes,
+        tmp_path: Path) -> None:
+    shelf = tmp_path / "bundles"
+    write_bundle(shelf / f"{trained.manifest.model_id}-v1", trained.files)
+    with open(shelf / ".schedule.lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        outcome = schedule(shelf, f"sqlite:///{tmp_path / 'c.db'}", signing_key, public_key)
+    assert outcome.status == "busy" and outcome.new_version is None  # type: ignore[attr-defined]
+    assert "another run holds the lock" in outcome.line  # type: ignore[attr-defined]
 
 
 def test_day_cells_shape_is_checked() -> None:
