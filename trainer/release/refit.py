@@ -269,7 +269,9 @@ def sign_refit(plan: RefitPlan, key: Ed25519PrivateKey, *, expires_days: float =
                               drift, plan.k_min, expires_days, now)
     version = previous.version + 1
     fields["lineage"] = {**fields["lineage"], **plan.lineage,  # type: ignore[dict-item]
-                         "history": history_entry(previous, drift, version, now)}
+                         "history": history_entry(previous, drift, version, now,
+                                                  drift.contributions or max(0, round(float(
+                                                      plan.counts.sum()))))}
     if privacy is not None:
         fields["privacy"] = fields["privacy"].model_copy(update={  # type: ignore[attr-defined]
             "epsilon": privacy.epsilon, "delta": privacy.delta,

@@ -224,11 +224,12 @@ def recorded_history(manifest: Manifest) -> list[dict[str, object]]:
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def history_entry(manifest: Manifest, drift: DriftReport, version: int, now: datetime) -> str:
+def history_entry(manifest: Manifest, drift: DriftReport, version: int, now: datetime,
+                  contributions: int) -> str:
     """The lineage ``history`` of a new version: the previous one's plus this refit (last 24)."""
     entries = recorded_history(manifest)
     entries.append({"v": version, "created": now.astimezone(UTC).isoformat(timespec="seconds"),
-                    "n": drift.contributions, "move": round(drift.max_move, 6),
+                    "n": contributions, "move": round(drift.max_move, 6),
                     "moves": {pid: round(m, 6) for pid, m in zip(drift.ids, drift.moves, strict=True)},
                     "shares": {pid: round(s, 6) for pid, s in
                                zip(drift.ids, drift.shares_after, strict=True)}})
@@ -238,7 +239,11 @@ def history_entry(manifest: Manifest, drift: DriftReport, version: int, now: dat
 def _baseline_spread(previous: Manifest, evidence: WeightedAggregates, scale: F64) -> F64:
     """Per persona (previous index) within variance before the move, standardised."""
     recorded = previous.lineage.get("spread")
-    spread = json.loads(recorded) if isinstance(recorded, str) else {}
+    try:
+        spread = json.loads(recorded) if isinstance(recorded, str) else {}
+    except ValueError:
+        spread = {}
+    spread = spread if isinstance(spread, dict) else {}
     daily = np.where(evidence.day_weight[:, :, None] > 0, evidence.day_var, np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a persona without days has no median
