@@ -83,7 +83,7 @@ class ScheduleOutcome:
 
     Attributes:
         status: ``published``, ``held``, ``awaiting-review``, ``rejected``,
-            ``waiting``, ``converged`` or ``busy``.
+            ``unserved``, ``waiting``, ``converged`` or ``busy``.
         serving: the approved version the collector serves after the run.
         new_version: the version written, if any.
         line: the one log line.
@@ -206,9 +206,10 @@ def _round(shelf: Path, store: AggregateStore, key: Ed25519PrivateKey,
     newest = max(_entries(shelf))
     if newest > serving:
         stem, marker = _entries(shelf)[newest]
-        status = "rejected" if marker == "REJECTED" else "awaiting-review"
-        what = ("was rejected; remove it or train afresh" if status == "rejected"
-                else f"awaits review (edgepersona approve {stem})")
+        status = {"REJECTED": "rejected", None: "unserved"}.get(marker, "awaiting-review")
+        what = {"rejected": "was rejected; remove it or train afresh",
+                "unserved": "is on the shelf but not served (see the collector's log)",
+                }.get(status, f"awaits review (edgepersona approve {stem})")
         return ScheduleOutcome(status, serving, None, f"schedule {latest.model_id}: v{newest} {what};"
                                f" serving v{serving}, nothing done")
     previous = PersonaRuntime.open(latest.path, trusted_keys=list(trusted_keys), now=now).manifest
