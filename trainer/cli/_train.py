@@ -127,6 +127,7 @@ def train(args: argparse.Namespace) -> int:
             rows, bad, users = _dask_rows(spec, args, step)
         elif args.events:
             log = read_event_log(data, columns(args))
+            require_users(log.n_users, log.bad_rows, data.name)
             rows, bad, users = compute_features(log, spec, args.at), log.bad_rows, log.n_users
         else:
             table = read_feature_table(data, spec)
