@@ -311,3 +311,29 @@ def test_the_readme_states_the_same_exit_codes(capsys: pytest.CaptureFixture[str
         code, meaning = row.split(maxsplit=1)
         first_words = " ".join(meaning.split()[:2]).rstrip(":")
         assert f"| {code} | {first_words}" in readme, (code, first_words)
+
+
+@pytest.mark.parametrize(("module", "extra"), [
+    ("fastapi", "server"), ("uvicorn", "server"), ("psycopg", "server"), ("dask.distributed", "dask"),
+    ("sklearn", "trainer"), ("skl2onnx", "trainer")])
+def test_a_missing_module_names_the_extra_that_brings_it(module: str, extra: str) -> None:
+    from edgepersona.trainer.cli._errors import one_line
+
+    line = one_line(ModuleNotFoundError(f"No module named '{module}'", name=module))
+    assert line.endswith(f"needs the {extra} extra: pip install 'edgepersona[{extra}]'")
+
+
+def test_a_validation_error_names_fields_and_never_values() -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from edgepersona.trainer.cli._errors import one_line
+
+    class Options(BaseModel):
+        expires_days: float
+        k: int
+
+    with pytest.raises(ValidationError) as refused:
+        Options(expires_days=PLANTED, k=PLANTED)  # type: ignore[arg-type]
+    line = one_line(refused.value)
+    assert line.startswith("invalid Options: expires_days: ") and "; k: " in line
+    assert PLANTED not in line and "Traceback" not in line
