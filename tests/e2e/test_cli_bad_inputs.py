@@ -175,6 +175,7 @@ BAD_FLAGS: list[tuple[list[str], str]] = [
     (["train", "--events", "E", "--key", "K", "--out", "O", "--delta", "2"], "--delta"),
     (["train", "--events", "E", "--key", "K", "--out", "O", "--budget", "x"], "--budget"),
     (["train", "--events", "E", "--epsilon-sweep", "a,b"], "--epsilon-sweep"),
+    (["train", "--events", "E", "--key", "K", "--out", "O", "--model-id", "no spaces"], "--model-id"),
     (["train", "--key", "K", "--out", "O"], "--events"),
     (["assign", "B", "--trusted-key", "K", "--events", "E", "--backend", "gpu"], "--backend"),
     (["assign", "B", "--events", "E"], "--trusted-key"),
@@ -197,6 +198,23 @@ def test_bad_flag_values_are_usage_errors_before_any_work(
     line = assert_refused(*run(capsys, args), expected_code=2)
     assert named in line and "--help" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["keys", "generate", "--out", "afile"], "--out afile is a file"),
+    (["quickstart", "--dir", "afile"], "--dir afile is a file"),
+    (["serve", "--db", "sqlite:///c.db", "--collector-key", "nokey", "--bundles", "."],
+     "no collector key at nokey"),
+    (["spec", "suggest", "afile", "--out", "missing-folder/spec.json"], "cannot use"),
+])
+def test_files_for_folders_and_missing_paths_are_named(
+        capsys: pytest.CaptureFixture[str], args: list[str], expected: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text(f"{HEADER}\n{PLANTED},1700000000,buy,1\n", encoding="utf-8")
+    line = assert_refused(*run(capsys, args), expected_code=1)
+    assert expected in line and "Errno" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_an_existing_out_is_refused_before_the_data_is_read(

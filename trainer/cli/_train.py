@@ -23,6 +23,7 @@ from edgepersona.trainer.cli._types import (
     fraction,
     k_or_auto,
     k_range,
+    model_id,
     moment,
     non_negative_int,
     positive_float,
@@ -59,7 +60,8 @@ def add_parser(sub: Subparsers) -> None:
     parser.add_argument("--min-share", type=fraction, default=0.02,
                        help="auto k: smallest persona share allowed (0.02)")
     parser.add_argument("--seed", type=non_negative_int, help="random seed for reproducible fits")
-    parser.add_argument("--model-id", default="personas", help="model name (default: personas)")
+    parser.add_argument("--model-id", type=model_id, default="personas",
+                        help="model name (default: personas)")
     parser.add_argument("--version", type=positive_int, default=1, help="bundle version (default: 1)")
     parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
     parser.add_argument("--at", type=moment, help="reference time for event logs (ISO 8601 or unix seconds)")
