@@ -186,6 +186,8 @@ BAD_FLAGS: list[tuple[list[str], str]] = [
     (["quickstart", "--k", "many"], "--k"),
     (["serve", "--db", "D", "--collector-key", "K", "--bundles", "B", "--port", "70000"], "--port"),
     (["frobnicate"], "invalid choice"),
+    (["keys"], "ACTION"),
+    (["spec"], "ACTION"),
 ]
 
 

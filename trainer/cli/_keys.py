@@ -19,7 +19,7 @@ def add_parser(sub: Subparsers) -> None:
     Args:
         sub: the root parser's sub-commands.
     """
-    keys = sub.add_parser("keys", help="manage keys").add_subparsers(metavar="ACTION")
+    keys = sub.add_parser("keys", help="manage keys").add_subparsers(metavar="ACTION", required=True)
     gen = keys.add_parser("generate", help="create a key pair in a folder")
     gen.add_argument("--out", required=True, help="folder for the key files")
     gen.add_argument("--kind", choices=["signing", "collector"], default="signing",

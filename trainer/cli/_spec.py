@@ -21,7 +21,7 @@ def add_parser(sub: Subparsers) -> None:
     Args:
         sub: the root parser's sub-commands.
     """
-    spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION")
+    spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION", required=True)
     suggest = spec.add_parser("suggest", help="propose a spec from an event log or table")
     suggest.add_argument("data", help="event log (CSV/Parquet)")
     suggest.add_argument("--table", action="store_true", help="DATA is an aggregated table")
