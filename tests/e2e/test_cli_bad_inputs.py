@@ -316,12 +316,33 @@ def test_no_spinner_line_is_left_above_an_error(keys: Keys, tmp_path: Path) -> N
     assert done.stdout.endswith("\x1b[1A\x1b[2K")  # ...and its line erased before the error
 
 
+def every_command() -> list[list[str]]:
+    """Every command path (``[]`` for the root, ``["keys", "rotate"]``...), from the parser."""
+    import argparse
+
+    from edgepersona.trainer.cli._parser import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found += walk(child, [*path, name])
+        return found
+
+    return walk(build_parser(), [])
+
+
 def test_help_ends_with_the_exit_code_table(capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["--help"], ["train", "--help"], ["keys", "generate", "--help"]):
+    commands = every_command()
+    assert len(commands) >= 15  # root, keys, keys generate, keys rotate, spec, ...
+    for command in commands:
+        args = [*command, "--help"]
         code, out, _ = run(capsys, args)
-        assert code == 0
+        assert code == 0, args
         table = out[out.index("exit codes:"):].splitlines()[1:5]
-        assert [row.split()[0] for row in table] == ["0", "1", "2", "3"]
+        assert [row.split()[0] for row in table] == ["0", "1", "2", "3"], args
+        assert "--debug" in out, args
 
 
 def test_the_readme_states_the_same_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
