@@ -202,7 +202,7 @@ def _check_zip_entry(info: zipfile.ZipInfo, raw: IO[bytes]) -> int:
         raise _ambiguous(f"entry {name!r} has a local header that differs from the directory")
     _check_extra(name, info.extra)
     _check_extra(name, extra)
-    return info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + packed
+    return int(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + packed)
 
 
 def _check_extra(name: str, extra: bytes) -> None:

@@ -92,7 +92,7 @@ def _pseudonym_vectors() -> list[dict[str, Any]]:
         for raw_id in ("user-1", "user-2", "ünïcödé", "a" * 300):
             for domain in ("local", "sync"):
                 for at in (0.0, 1_700_000_000.0, 1_700_000_000.0 + period, 1_700_000_000.5):
-                    p = maker.pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
+                    p = maker.pseudonym(raw_id, domain=domain, at=at)
                     out.append({"period_seconds": period, "raw_id": raw_id, "domain": domain,
                                 "at": at, "value": p.value, "key_id": p.key_id, "epoch": p.epoch})
     return out

@@ -48,10 +48,19 @@ Files = Mapping[str, bytes]
 ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 
 
-def outcome_of(action: Callable[[], Any]) -> tuple[str, Any]:
-    """Run one SDK call: ``("ok", result)`` or ``(error class name, None)``."""
+def outcome_of(action: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    """Run one SDK call: ``("ok", result)`` or ``(error class name, None)``.
+
+    Args:
+        action: the call.
+        *args: its positional arguments.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        The outcome and the result (None on an error).
+    """
     try:
-        return "ok", action()
+        return "ok", action(*args, **kwargs)
     except PersonaError as exc:
         return type(exc).__name__, None
 
@@ -193,11 +202,11 @@ def verification_cases(files: Files, key: Ed25519PrivateKey, stranger: Ed25519Pr
              ("rollback", good, now, version + 1)]
     cases = []
     for name, data, at, min_version in runs:
-        outcome, runtime = outcome_of(lambda d=data, t=at, v=min_version: PersonaRuntime.open(
-            d, trusted_keys=[key.public_key()], now=t, min_version=v, backend="onnxruntime"))
-        case = {"name": name, "zip_base64": base64.b64encode(data).decode("ascii"),
-                "now": at.isoformat(), "min_version": min_version,
-                "trusted_keys": [raw_public_hex(key)], "outcome": outcome}
+        outcome, runtime = outcome_of(PersonaRuntime.open, data, trusted_keys=[key.public_key()],
+                                      now=at, min_version=min_version, backend="onnxruntime")
+        case: dict[str, Any] = {
+            "name": name, "zip_base64": base64.b64encode(data).decode("ascii"), "now": at.isoformat(),
+            "min_version": min_version, "trusted_keys": [raw_public_hex(key)], "outcome": outcome}
         if runtime is not None:
             case |= {"model_id": runtime.manifest.model_id, "version": runtime.version}
         cases.append(case)
@@ -270,9 +279,9 @@ def rotation_cases(old: Ed25519PrivateKey, new: Ed25519PrivateKey, stranger: Ed2
     cases = []
     for name, trust, statement, at in runs:
         keys = TrustedKeys(trust["keys"], revoked=trust["revoked"], rotation=trust["rotation"])
-        outcome, rotated = outcome_of(lambda k=keys, s=statement, t=at: k.rotate(s, now=t))
-        case = {"name": name, "trusted": trust, "statement": statement.decode("ascii"),
-                "now": at.isoformat(), "outcome": outcome}
+        outcome, rotated = outcome_of(keys.rotate, statement, now=at)
+        case: dict[str, Any] = {"name": name, "trusted": trust, "statement": statement.decode("ascii"),
+                                "now": at.isoformat(), "outcome": outcome}
         if rotated is not None:
             case["result"] = {"key_ids": list(rotated.ids), "revoked": sorted(rotated.revoked),
                               "rotation": rotated.rotation}

@@ -123,15 +123,14 @@ def _checked_events() -> list[dict[str, Any]]:
     """Events refused before anything is folded (InputError), and accepted ones normalised."""
     cases = []
     for e in _REFUSED_EVENTS:
-        outcome, props = outcome_of(lambda e=e: check_event(e["event"], e["value"], e["at"],
-                                                            e["properties"]))
+        outcome, props = outcome_of(check_event, e["event"], e["value"], e["at"], e["properties"])
         cases.append({**e, "outcome": outcome, **({"folded_properties": props} if props else {})})
     return cases
 
 
 def _evaluation_cases(spec: FeatureSpec) -> list[dict[str, Any]]:
     """Evaluating before the latest folded event is refused; at it, allowed."""
-    events = [{"event": "a", "value": 1.0, "at": 1000.0, "properties": {}},
+    events: list[dict[str, Any]] = [{"event": "a", "value": 1.0, "at": 1000.0, "properties": {}},
               {"event": "a", "value": 1.0, "at": 500.0, "properties": {}},
               {"event": "c", "value": 1.0, "at": 5000.0, "properties": {}}]  # ignored: not latest
     state = FoldPlan.from_spec(spec).new_state()
@@ -139,7 +138,7 @@ def _evaluation_cases(spec: FeatureSpec) -> list[dict[str, Any]]:
         state.fold(e["event"], e["at"], check_event(e["event"], e["value"], e["at"], e["properties"]))
     cases = []
     for at in (999.5, 1000.0, 0.0, 4999.0):
-        outcome, _ = outcome_of(lambda t=at: state.evaluate(t))
+        outcome, _ = outcome_of(state.evaluate, at)
         cases.append({"spec": "coverage", "events": events, "at": at, "outcome": outcome})
     return cases
 
@@ -155,7 +154,7 @@ def _future_cases(files: Mapping[str, bytes], key: Ed25519PrivateKey) -> list[di
                                     clock=lambda: now)
         with client:
             for at in (now - 86_400.0, now, now + 300.0, now + 300.001, now + 86_400.0):
-                outcome, _ = outcome_of(lambda t=at: client.track("purchase", 5.0, at=t))
+                outcome, _ = outcome_of(client.track, "purchase", 5.0, at=at)
                 cases.append({"now": now, "max_future_seconds": 300.0, "at": at, "outcome": outcome})
     return cases
 

@@ -171,10 +171,9 @@ def _tampered(good: bytes, version: int) -> list[tuple[str, bytes, list[int] | N
 
 def _open_case(name: str, suite: str, opener: Opener, envelope: bytes, payload: bytes | None,
                accepted: list[int] | None, app_id: str = APP_ID) -> dict[str, Any]:
-    outcome, contribution = outcome_of(
-        lambda: opener.open(envelope, app_id=app_id, model_versions=accepted))
-    case = {"name": name, "suite": suite, "app_id": app_id, "model_versions": accepted,
-            "envelope_hex": envelope.hex(), "outcome": outcome}
+    outcome, contribution = outcome_of(opener.open, envelope, app_id=app_id, model_versions=accepted)
+    case: dict[str, Any] = {"name": name, "suite": suite, "app_id": app_id,
+                            "model_versions": accepted, "envelope_hex": envelope.hex(), "outcome": outcome}
     if contribution is not None:
         case |= {"contribution": _contribution_json(contribution), "plaintext_hex": (payload or b"").hex()}
     return case
@@ -189,7 +188,7 @@ def day_bucket_cases() -> list[dict[str, Any]]:
     cases = []
     for at in (0.0, 86_399.999, 86_400.0, 1_767_225_600.5, 4_294_967_295 * 86_400 + 86_399.0,
                4_294_967_296 * 86_400.0, -1.0):
-        outcome, day = outcome_of(lambda t=at: day_bucket(t))
+        outcome, day = outcome_of(day_bucket, at)
         cases.append({"at": at, "outcome": outcome, **({"day": day} if day is not None else {})})
     return cases
 
@@ -219,8 +218,8 @@ def framing_cases(envelopes: list[bytes]) -> list[dict[str, Any]]:
     }
     cases = []
     for name, data in bodies.items():
-        outcome, parts = outcome_of(lambda d=data: decode_batch(d))
-        case = {"name": name, "body_hex": data.hex(), "outcome": outcome}
+        outcome, parts = outcome_of(decode_batch, data)
+        case: dict[str, Any] = {"name": name, "body_hex": data.hex(), "outcome": outcome}
         if parts is not None:
             case["envelopes_hex"] = [p.hex() for p in parts]
         cases.append(case)
