@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from .errors import InputError
@@ -50,6 +51,21 @@ def number(p: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _shortest_digits(x: float) -> tuple[str, int]:
+    """Digits d1..dn and e with x = 0.d1..dn x 10^e: fewest digits that read back as x, nearest x."""
+    exact = Fraction(x)
+    for n in range(1, 18):
+        mantissa, exponent = f"{x:.{n - 1}e}".split("e")
+        m, power = int(mantissa.replace(".", "")), int(exponent) - n + 1
+        valid = [c for c in (m - 1, m, m + 1)
+                 if len(str(c)) == n and float(f"{c}e{power}") == x]
+        if valid:
+            best = min(valid, key=lambda c: (abs(Fraction(c) * Fraction(10) ** power - exact), c % 2))
+            digits = str(best).rstrip("0")
+            return digits, power + n
+    raise AssertionError("17 digits always suffice")
+
+
 def key(p: Any) -> str:
     """Section 3.3, ``key(p)``: the shortest round-trip decimal, laid out as the rule says."""
     if isinstance(p, str):
@@ -57,13 +73,7 @@ def key(p: Any) -> str:
     x = float(p)
     if x == 0:
         return "0.0"
-    for precision in range(1, 18):
-        text = f"{abs(x):.{precision - 1}e}"
-        if float(text) == abs(x):
-            break
-    mantissa, exponent = text.split("e")
-    digits = mantissa.replace(".", "").rstrip("0") or "0"
-    e = int(exponent) + 1  # value = 0.d1...dn x 10^e
+    digits, e = _shortest_digits(abs(x))  # value = 0.d1...dn x 10^e
     sign = "-" if x < 0 else ""
     if -4 < e <= 16:
         if e <= 0:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cleanroom import fold as cleanroom_fold
+from hypothesis import given, settings, strategies as st
 
 from edgepersona.sdk import (
     ClientOptions,
@@ -37,7 +39,9 @@ from edgepersona.sdk.protocol import (
     check_event,
     day_bucket,
     decode_batch,
+    distinct_key,
     encode_batch,
+    numeric_property,
 )
 from edgepersona.trainer.release.conformance import KIT_VERSION, build_kit
 
@@ -239,3 +243,44 @@ def test_changing_a_vector_without_a_new_kit_version_is_refused(kit_copy: Path) 
 def test_a_new_reference_bundle_needs_a_new_kit_version(kit_copy: Path) -> None:
     with pytest.raises(InputError, match="bump KIT_VERSION"):
         build_kit(kit_copy, retrain=True)
+
+
+# The clean room (tests/cleanroom, written from CONFORMANCE.md alone) against the SDK on
+# inputs no vector lists: where they differ, the document is incomplete or wrong.
+
+_ITEMS = st.one_of(st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False),
+                   st.integers(-2**60, 2**60), st.none())
+_AMOUNTS = st.one_of(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+                     st.text(alphabet="0123456789._eE+- infa", max_size=8), st.none())
+_EVENTS = st.lists(st.fixed_dictionaries({
+    "event": st.sampled_from(["a", "b", "c"]),
+    "at": st.floats(0, 1e7).map(lambda t: 1_500_000_000.0 + t),
+    "value": st.one_of(st.none(), st.floats(-1e6, 1e6)),
+    "properties": st.fixed_dictionaries({"item": _ITEMS, "amount": _AMOUNTS}),
+}), min_size=1, max_size=25)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_the_document_and_the_sdk_agree_on_distinct_keys(value: float) -> None:
+    assert cleanroom_fold.key(value) == distinct_key(value)
+
+
+@given(st.text(alphabet="0123456789._eE+- infaINF", max_size=10))
+def test_the_document_and_the_sdk_agree_on_numeric_strings(text: str) -> None:
+    assert cleanroom_fold.number(text) == numeric_property(text)
+
+
+@settings(max_examples=60)
+@given(_EVENTS, st.sampled_from([0.0, 1.0, 86_400.0 * 30, 86_400.0 * 5000]))
+def test_the_document_and_the_sdk_fold_alike(vectors: dict[str, Any], events: list[dict[str, Any]],
+                                             gap: float) -> None:
+    for group in vectors["fold"]["groups"][1:]:  # the coverage and wildcard specs
+        plan = FoldPlan.from_spec(load_spec_json(json.dumps(group["spec"])))
+        state, clean = plan.new_state(), cleanroom_fold.State(group["spec"])
+        for e in events:
+            state.fold(e["event"], e["at"], check_event(e["event"], e["value"], e["at"], e["properties"]))
+            clean.fold(e["event"], e["at"], cleanroom_fold.check_event(e["event"], e["value"], e["at"],
+                                                                      e["properties"]))
+        at = max(e["at"] for e in events) + gap
+        for got, want in zip(clean.evaluate(at), state.evaluate(at), strict=True):
+            assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
