@@ -132,6 +132,8 @@ class _ZipSource:
 
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory record (no ZIP64)
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # local file header, before name and extra
+_CENTRAL_RECORD = struct.Struct("<4s2xB21x3H12x")  # magic, version needed, name/extra/comment lengths
+_MAX_EXTRACT_VERSION = 63  # "version needed to extract" 6.3: the newest any reader must know
 _ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the manifest's file-name rule
 _ALLOWED_FLAGS = 0x0806  # deflate option bits 1-2 and the UTF-8 name bit 11, nothing else
 _METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
@@ -165,6 +167,7 @@ def _check_zip_layout(archive: zipfile.ZipFile, raw: IO[bytes]) -> None:
     if (magic != b"PK\x05\x06" or disk or cd_disk or comment or on_disk != total
             or total != len(infos) or cd_offset + cd_size != size - _EOCD.size):
         raise _ambiguous("a comment, ZIP64, or data around the central directory")
+    _check_central_directory(raw, cd_offset, cd_size, infos)
     names = [info.orig_filename for info in infos]
     if len({name.casefold() for name in names}) != len(names):
         raise _ambiguous("duplicate entry names")
@@ -175,6 +178,30 @@ def _check_zip_layout(archive: zipfile.ZipFile, raw: IO[bytes]) -> None:
         end = _check_zip_entry(info, raw)
     if end != cd_offset:
         raise _ambiguous("bytes after the last entry")
+
+
+def _check_central_directory(raw: IO[bytes], offset: int, size: int,
+                             infos: list[zipfile.ZipInfo]) -> None:
+    """The directory's records, read by their declared lengths, fill it exactly.
+
+    zipfile reads a record that overruns the directory as a shorter one; another
+    reader would see another name.
+    """
+    raw.seek(offset)
+    directory, position = raw.read(size), 0
+    for info in infos:
+        record = directory[position:position + _CENTRAL_RECORD.size]
+        if len(record) != _CENTRAL_RECORD.size:
+            raise _ambiguous("a truncated central directory")
+        magic, extract_version, name_length, extra_length, comment_length = _CENTRAL_RECORD.unpack(record)
+        start = position + _CENTRAL_RECORD.size
+        name = directory[start:start + name_length]
+        position = start + name_length + extra_length + comment_length
+        if (magic != b"PK\x01\x02" or extract_version > _MAX_EXTRACT_VERSION
+                or name != info.orig_filename.encode("ascii", "replace") or position > size):
+            raise _ambiguous("a central directory record that overruns or misnames its entry")
+    if position != size:
+        raise _ambiguous("bytes inside the central directory after its records")
 
 
 def _check_zip_entry(info: zipfile.ZipInfo, raw: IO[bytes]) -> int:

@@ -9,6 +9,7 @@ import json
 import re
 import struct
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,7 +47,7 @@ def _extra_ok(extra: bytes) -> bool:
     return True
 
 
-def read_archive(data: bytes) -> dict[str, bytes]:
+def read_archive(data: bytes) -> Mapping[str, bytes]:
     """Section 1.1: the entries of an archive with one reading only (stored or deflated)."""
     bad = ModelIntegrityError("archive")
     if len(data) < 22 or data[-22:-18] != b"PK\x05\x06":
@@ -59,12 +60,12 @@ def read_archive(data: bytes) -> dict[str, bytes]:
     for _ in range(total):
         if data[at:at + 4] != b"PK\x01\x02" or at + 46 > cd_offset + cd_size:
             raise bad
-        (flags, method, crc, packed, size, n_len, e_len, c_len, attributes, offset) = (
-            struct.unpack_from("<8xHH4xLLLHHH4xLL", data, at))
+        (needed, flags, method, crc, packed, size, n_len, e_len, c_len, attributes, offset) = (
+            struct.unpack_from("<6xBxHH4xLLLHHH4xLL", data, at))
         name, extra = data[at + 46:at + 46 + n_len], data[at + 46 + n_len:at + 46 + n_len + e_len]
         at += 46 + n_len + e_len + c_len
         mode_type = (attributes >> 16) & 0o170000
-        if (NAME.fullmatch(name) is None or flags & ~0x0806 or method not in (0, 8)
+        if (needed > 63 or NAME.fullmatch(name) is None or flags & ~0x0806 or method not in (0, 8)
                 or mode_type not in (0, 0o100000) or attributes & 0x18 or not _extra_ok(extra)):
             raise bad
         entries.append((offset, name, flags, method, crc, packed, size))
@@ -73,7 +74,8 @@ def read_archive(data: bytes) -> dict[str, bytes]:
     folded = [e[1].decode("ascii").casefold() for e in entries]
     if len(set(folded)) != len(folded):
         raise bad
-    files, end = {}, 0
+    files: dict[str, tuple[int, bytes, int, int]] = {}
+    end = 0
     for offset, name, flags, method, crc, packed, size in sorted(entries):
         if offset != end or data[offset:offset + 4] != b"PK\x03\x04":
             raise bad
@@ -84,27 +86,43 @@ def read_archive(data: bytes) -> dict[str, bytes]:
                 or data[offset + 30:offset + 30 + n_len] != name or not _extra_ok(extra)):
             raise bad
         start = offset + 30 + n_len + e_len
-        body = data[start:start + packed]
-        try:
-            content = body if method == 0 else zlib.decompress(body, -15)
-        except zlib.error:
-            raise bad from None
-        if len(content) != size or zlib.crc32(content) != crc:
-            raise bad
-        files[name.decode("ascii")] = content
+        files[name.decode("ascii")] = (method, data[start:start + packed], crc, size)
         end = start + packed
     if end != cd_offset:
         raise bad
-    return files
+    return Archive(files)
+
+
+class Archive(Mapping[str, bytes]):
+    """Entries inflated and CRC-checked only when read (section 1.1, last paragraph)."""
+
+    def __init__(self, entries: dict[str, tuple[int, bytes, int, int]]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> bytes:
+        method, body, crc, size = self._entries[name]
+        try:
+            content = body if method == 0 else zlib.decompress(body, -15)
+        except zlib.error:
+            raise ModelIntegrityError("damaged entry") from None
+        if len(content) != size or zlib.crc32(content) != crc:
+            raise ModelIntegrityError("damaged entry")
+        return content
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass(frozen=True)
 class Verified:
     manifest: dict[str, Any]
-    files: dict[str, bytes]
+    files: Mapping[str, bytes]
 
 
-def verify(files: dict[str, bytes], trusted: dict[str, bytes], *, now: datetime,
+def verify(files: Mapping[str, bytes], trusted: dict[str, bytes], *, now: datetime,
            min_version: int) -> Verified:
     """Section 1.2: steps 1 to 7 (the graph is step 8, :func:`load_graph`)."""
     signature = files.get("signature")

@@ -9,6 +9,7 @@ nothing, and that changing a vector without bumping the kit version is refused.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import shutil
@@ -18,7 +19,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cleanroom import fold as cleanroom_fold
+from cleanroom import (
+    assign as cleanroom_assign,
+    bundle as cleanroom_bundle,
+    fold as cleanroom_fold,
+    wire as cleanroom_wire,
+)
+from cleanroom.errors import KitError
 from hypothesis import given, settings, strategies as st
 
 from edgepersona.sdk import (
@@ -33,14 +40,17 @@ from edgepersona.sdk import (
     load_spec_json,
 )
 from edgepersona.sdk.protocol import (
+    Contribution,
     FoldPlan,
     Opener,
+    Sealer,
     TrustedKeys,
     check_event,
     day_bucket,
     decode_batch,
     distinct_key,
     encode_batch,
+    encode_payload,
     numeric_property,
 )
 from edgepersona.trainer.release.conformance import KIT_VERSION, build_kit
@@ -284,3 +294,78 @@ def test_the_document_and_the_sdk_fold_alike(vectors: dict[str, Any], events: li
         at = max(e["at"] for e in events) + gap
         for got, want in zip(clean.evaluate(at), state.evaluate(at), strict=True):
             assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_the_document_and_the_sdk_read_damaged_archives_alike(vectors: dict[str, Any]) -> None:
+    # Every bit pattern 0x01, 0x80, 0xff over every zip header byte of the good bundle:
+    # the same outcome class from the SDK and from the clean room's reading of section 1.
+    good = base64.b64decode(vectors["verify"][0]["zip_base64"])
+    keys, now = vectors["verify"][0]["trusted_keys"], datetime.fromisoformat(vectors["trusted_at"])
+    trusted = {cleanroom_bundle.key_id(bytes.fromhex(k)): bytes.fromhex(k) for k in keys}
+
+    def clean(data: bytes) -> str:
+        try:
+            verified = cleanroom_bundle.verify(cleanroom_bundle.read_archive(data), trusted, now=now,
+                                               min_version=0)
+            cleanroom_bundle.load_graph(verified)
+        except KitError as exc:
+            return type(exc).__name__
+        return "ok"
+
+    starts = [i for i in range(len(good)) if good[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06")]
+    positions = sorted({p for s in starts for p in range(s, min(s + 46, len(good)))})
+    differ = []
+    for position in positions:
+        for bits in (0x01, 0x80, 0xFF):
+            damaged = bytearray(good)
+            damaged[position] ^= bits
+            sdk = outcome(lambda d=bytes(damaged): PersonaRuntime.open(
+                d, trusted_keys=keys, now=now, backend="onnxruntime"))[0]
+            if sdk != clean(bytes(damaged)):
+                differ.append((position, bits, sdk))
+    assert len(positions) > 400
+    assert differ == []
+
+
+@settings(max_examples=40)
+@given(st.text(min_size=1, max_size=40), st.sampled_from(["local", "sync"]),
+       st.floats(0, 4e9), st.integers(1, 10**8))
+def test_the_document_and_the_sdk_make_the_same_pseudonyms(raw_id: str, domain: str, at: float,
+                                                           period: int) -> None:
+    secret = bytes(range(32))
+    try:
+        raw_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # a lone surrogate is not text; the SDK refuses it
+    p = Pseudonymizer(secret, period_s=period).pseudonym(raw_id, domain=domain, at=at)  # type: ignore[arg-type]
+    assert cleanroom_assign.pseudonym(secret, raw_id, domain, at, period) == (p.value, p.key_id, p.epoch)
+
+
+@settings(max_examples=40)
+@given(st.lists(st.floats(-1e4, 1e5), min_size=6, max_size=6))
+def test_the_document_and_the_sdk_assign_alike(runtime: PersonaRuntime, row: list[float]) -> None:
+    manifest = json.loads((MODELS / "reference" / "manifest.json").read_bytes())
+    index, persona_id, confidence, distances = cleanroom_assign.assign(manifest, row)
+    result = runtime.assign(row)
+    if result.confidence > 1e-4:  # a near tie may go either way in float32
+        assert (index, persona_id) == (result.index, result.persona_id)
+    assert confidence == pytest.approx(result.confidence, rel=1e-4, abs=1e-4)
+    np.testing.assert_allclose(distances, result.distances, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1),
+       st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=20),
+       st.binary(min_size=8, max_size=32))
+def test_the_document_and_the_sdk_seal_and_open_alike(vectors: dict[str, Any], sequence: int, day: int,
+                                                     persona: int, features: list[float],
+                                                     pseudonym: bytes) -> None:
+    entry = vectors["keys"]["collector"]["x25519"]
+    opener = Opener(entry["private_key_file"].encode())
+    contribution = Contribution(pseudonym=pseudonym.hex(), pseudonym_epoch=day, sequence=sequence,
+                                day_bucket=day, model_version=7, persona_index=persona, features=features)
+    envelope = Sealer(opener.public_key, app_id="com.example.shop").seal(contribution)
+    collector = cleanroom_wire.load_private_key_file(entry["private_key_file"])
+    decoded, plaintext = cleanroom_wire.open_envelope(collector, envelope, "com.example.shop", [7])
+    assert decoded == {**dataclasses.asdict(contribution), "features": list(contribution.features)}
+    assert plaintext == encode_payload(contribution)
