@@ -124,6 +124,7 @@ ZIP_ATTACKS: tuple[tuple[str, Callable[[Any], bytes]], ...] = (
     ("zip-prepended-bytes", zips.prepended),
     ("zip-comment", zips.commented),
     ("zip-appended-archive", zips.appended),
+    ("zip-central-record-overruns", zips.central_record_overruns),
 )
 
 

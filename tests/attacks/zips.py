@@ -134,3 +134,15 @@ def commented(files: Files) -> bytes:
 def appended(files: Files) -> bytes:
     """A second archive's worth of bytes after the first: which end record counts?"""
     return honest(files) + honest({"model.onnx": EVIL_MODEL})
+
+
+def central_record_overruns(files: Files) -> bytes:
+    """The last directory record declares a name longer than the directory holds.
+
+    Python's reader cuts the name at the directory's end and reads ``signature``;
+    a reader that trusts the declared length reads another name.
+    """
+    data = bytearray(honest(files))
+    last = data.rfind(b"PK\x01\x02")
+    data[last + 28] ^= 0x80  # the name length's low byte
+    return bytes(data)
