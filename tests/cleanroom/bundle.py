@@ -124,7 +124,7 @@ class Verified:
 
 def verify(files: Mapping[str, bytes], trusted: dict[str, bytes], *, now: datetime,
            min_version: int) -> Verified:
-    """Section 1.2: steps 1 to 7 (the graph is step 8, :func:`load_graph`)."""
+    """Section 1.2: steps 1 to 8 (the graph is step 9, :func:`load_graph`)."""
     signature = files.get("signature")
     if signature is None or len(signature) > 4096:
         raise ModelIntegrityError("signature file")
@@ -147,10 +147,6 @@ def verify(files: Mapping[str, bytes], trusted: dict[str, bytes], *, now: dateti
     except InvalidSignature:
         raise ModelIntegrityError("signature") from None
     manifest = parse_manifest(raw)
-    if datetime.fromisoformat(manifest["expires_at"]) <= now:
-        raise BundleExpiredError("expired")
-    if manifest["version"] < min_version:
-        raise RollbackError("rollback")
     declared = manifest["files"]
     if "model.onnx" not in declared or set(files) != set(declared) | {"manifest.json", "signature"}:
         raise ModelIntegrityError("file set")
@@ -158,6 +154,10 @@ def verify(files: Mapping[str, bytes], trusted: dict[str, bytes], *, now: dateti
         data = files[name][:entry["size"] + 1]
         if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise ModelIntegrityError(name)
+    if datetime.fromisoformat(manifest["expires_at"]) <= now:
+        raise BundleExpiredError("expired")
+    if manifest["version"] < min_version:
+        raise RollbackError("rollback")
     return Verified(manifest, files)
 
 
@@ -204,7 +204,7 @@ def parse_manifest(raw: bytes) -> dict[str, Any]:
 
 
 def load_graph(verified: Verified) -> Any:
-    """Section 1.2 step 8: refuse external data, load, check the graph's signature."""
+    """Section 1.2 step 9: refuse external data, load, check the graph's signature."""
     model, manifest = verified.files["model.onnx"], verified.manifest
     if has_external_data(model):
         raise ModelIntegrityError("external data")

@@ -196,10 +196,13 @@ def verification_cases(files: Files, key: Ed25519PrivateKey, stranger: Ed25519Pr
     version = json.loads(files["manifest.json"])["version"]
     expires = datetime.fromisoformat(json.loads(files["manifest.json"])["expires_at"])
     runs = [(name, data, now, 0) for name, data in _bundles(files, key, stranger).items()]
-    good = runs[0][1]
+    good, archives = runs[0][1], dict((name, data) for name, data, _, _ in runs)
     runs += [("good-at-trusted-version", good, now, version),
              ("expired", good, expires, 0),
-             ("rollback", good, now, version + 1)]
+             ("rollback", good, now, version + 1),
+             # two faults: the files are checked before freshness (section 1.2)
+             ("expired-and-file-digest-differs", archives["file-digest-differs"], expires, 0),
+             ("rollback-and-file-missing", archives["file-missing"], now, version + 1)]
     cases = []
     for name, data, at, min_version in runs:
         outcome, runtime = outcome_of(PersonaRuntime.open, data, trusted_keys=[key.public_key()],
