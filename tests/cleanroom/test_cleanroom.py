@@ -166,6 +166,8 @@ def test_assign_vectors(vectors: dict[str, Any], reference: Any, engine: str) ->
         assert (index, persona_id) == (case["index"], case["persona_id"])
         assert math.isclose(confidence, case["confidence"], rel_tol=1e-4, abs_tol=1e-5)
         np.testing.assert_allclose(distances, case["distances"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(assign.model_space(manifest["assigner"], case["features"]),
+                                   case["model_space"], rtol=1e-9, atol=1e-9)
 
 
 def test_envelope_vectors(vectors: dict[str, Any]) -> None:

@@ -51,6 +51,7 @@ from edgepersona.sdk.protocol import (
     distinct_key,
     encode_batch,
     encode_payload,
+    model_space,
     numeric_property,
 )
 from edgepersona.trainer.release.conformance import KIT_VERSION, build_kit
@@ -168,6 +169,8 @@ def test_assign_vectors(vectors: dict[str, Any], backend: str) -> None:
         assert result.persona_id == case["persona_id"]
         assert result.confidence == pytest.approx(case["confidence"], rel=1e-4, abs=1e-5)
         np.testing.assert_allclose(result.distances, case["distances"], rtol=1e-4, atol=1e-5)
+        synced = model_space(runtime.manifest.assigner, np.asarray([case["features"]]))[0]
+        np.testing.assert_allclose(synced, case["model_space"], rtol=1e-9, atol=1e-9)
 
 
 def test_verification_vectors(vectors: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import InputError, PersonaRuntime, Pseudonymizer, load_spec_json
-from edgepersona.sdk.protocol import Contribution, SealSuite
+from edgepersona.sdk.protocol import Contribution, SealSuite, model_space
 from edgepersona.trainer.release.conformance_cases import (
     canonical_zip,
     rotation_cases,
@@ -109,10 +109,10 @@ def _assign_vectors(runtime: PersonaRuntime) -> list[dict[str, Any]]:
     rng = np.random.default_rng(5)
     rows = np.vstack([images, *mids, rng.uniform(low, high, (20, len(low))),
                       rng.uniform(low - 0.5 * (high - low), high * 2, (10, len(low))), low, high])
-    results = runtime.assign_many(rows)
+    results, synced = runtime.assign_many(rows), model_space(a, rows)
     return [{"features": r.tolist(), "index": x.index, "persona_id": x.persona_id,
-             "confidence": x.confidence, "distances": list(x.distances)}
-            for r, x in zip(rows, results, strict=True)]
+             "confidence": x.confidence, "distances": list(x.distances), "model_space": m.tolist()}
+            for r, x, m in zip(rows, results, synced, strict=True)]
 
 
 def _contributions(version: int) -> list[Contribution]:
@@ -182,8 +182,8 @@ def derive_vectors(models: Path, previous: dict[str, Any]) -> dict[str, Any]:
 def kit_differences(old: Any, new: Any, path: str = "") -> list[str]:
     """Where two vector documents differ beyond the kit's tolerances.
 
-    Floats compare to a relative 1e-9 (1e-5 in the float32 ``assign`` section);
-    everything else exactly.
+    Floats compare to a relative 1e-9 (1e-5 for the outputs of the float32 graph in
+    ``assign``); everything else exactly.
 
     Args:
         old: the committed document (or a part of it).
@@ -205,7 +205,8 @@ def kit_differences(old: Any, new: Any, path: str = "") -> list[str]:
     numbers = (int, float)
     if (isinstance(old, float) or isinstance(new, float)) and isinstance(old, numbers) \
             and isinstance(new, numbers) and not isinstance(old, bool) and not isinstance(new, bool):
-        tolerance = 1e-5 if path.startswith(tuple(f"/{s}" for s in FLOAT32_SECTIONS)) else 1e-9
+        float32 = path.startswith(tuple(f"/{s}" for s in FLOAT32_SECTIONS)) and "/model_space" not in path
+        tolerance = 1e-5 if float32 else 1e-9
         close = math.isclose(old, new, rel_tol=tolerance, abs_tol=tolerance)
         return [] if close else [f"{path}: {old!r} -> {new!r}"]
     return [] if old == new and type(old) is type(new) else [f"{path}: {old!r} -> {new!r}"]

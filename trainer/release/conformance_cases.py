@@ -13,6 +13,7 @@ fixed times), so regenerating an unchanged kit changes nothing.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import stat
@@ -28,13 +29,14 @@ from edgepersona.sdk import PersonaError, PersonaRuntime
 from edgepersona.sdk.protocol import (
     MANIFEST_CONTEXT,
     ROTATION_CONTEXT,
+    FileEntry,
+    Manifest,
     TrustedKeys,
     build_rotation_statement,
     canonical_json,
     key_id,
     sign,
 )
-from edgepersona.trainer.release.export import sign_manifest
 
 __all__ = [
     "canonical_zip",
@@ -120,9 +122,15 @@ def _payload(files: Files) -> dict[str, bytes]:
 
 
 def _resigned(files: Files, key: Ed25519PrivateKey, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """The bundle with an edited manifest, validated, made canonical and signed again."""
     fields = _fields(files)
     edit(fields)
-    return _zip(sign_manifest(fields, _payload(files), key))
+    payload = _payload(files)
+    fields["files"] = {name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+                       for name, data in payload.items()}
+    raw = canonical_json(Manifest.model_validate(fields).model_dump(mode="json"))
+    return _zip({**payload, "manifest.json": raw,
+                 "signature": sign(key, MANIFEST_CONTEXT, raw).to_bytes()})
 
 
 def _unvalidated(files: Files, key: Ed25519PrivateKey) -> bytes:
