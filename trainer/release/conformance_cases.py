@@ -274,6 +274,8 @@ def rotation_cases(old: Ed25519PrivateKey, new: Ed25519PrivateKey, stranger: Ed2
         ("counter-not-newer", _trust([old], [], 5), _statement(old, new, 1, now), later),
         ("replayed-after-rotation", _trust([new], [key_id(old.public_key())], 1),
          _statement(old, new, 1, now), later),
+        ("signed-by-revoked-key-only", _trust([new], [key_id(old.public_key())], 1),
+         _statement(old, stranger, 2, now, signers=(old,)), later),
         ("expired", base, _statement(old, new, 1, now), now + timedelta(days=30)),
         ("payload-changed-after-signing", base,
          _statement(old, new, 1, now, edit=lambda f: f.update(counter=2), edit_after_signing=True),
