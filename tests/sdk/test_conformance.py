@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import math
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -300,34 +301,49 @@ def test_the_document_and_the_sdk_fold_alike(vectors: dict[str, Any], events: li
 
 
 def test_the_document_and_the_sdk_read_damaged_archives_alike(vectors: dict[str, Any]) -> None:
-    # Every bit pattern 0x01, 0x80, 0xff over every zip header byte of the good bundle:
-    # the same outcome class from the SDK and from the clean room's reading of section 1.
-    good = base64.b64decode(vectors["verify"][0]["zip_base64"])
-    keys, now = vectors["verify"][0]["trusted_keys"], datetime.fromisoformat(vectors["trusted_at"])
-    trusted = {cleanroom_bundle.key_id(bytes.fromhex(k)): bytes.fromhex(k) for k in keys}
-
-    def clean(data: bytes) -> str:
-        try:
-            verified = cleanroom_bundle.verify(cleanroom_bundle.read_archive(data), trusted, now=now,
-                                               min_version=0)
-            cleanroom_bundle.load_graph(verified)
-        except KitError as exc:
-            return type(exc).__name__
-        return "ok"
-
-    starts = [i for i in range(len(good)) if good[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06")]
-    positions = sorted({p for s in starts for p in range(s, min(s + 46, len(good)))})
-    differ = []
-    for position in positions:
-        for bits in (0x01, 0x80, 0xFF):
-            damaged = bytearray(good)
-            damaged[position] ^= bits
-            sdk = outcome(lambda d=bytes(damaged): PersonaRuntime.open(
-                d, trusted_keys=keys, now=now, backend="onnxruntime"))[0]
-            if sdk != clean(bytes(damaged)):
-                differ.append((position, bits, sdk))
-    assert len(positions) > 400
+    # Bit patterns 0x01, 0x80, 0xff over every zip header byte of the good bundle (with
+    # EDGEPERSONA_CONFORMANCE=long: of every verification archive): the SDK and the clean
+    # room's reading of section 1 give the same outcome class.
+    long = os.environ.get("EDGEPERSONA_CONFORMANCE") == "long"
+    cases = vectors["verify"] if long else vectors["verify"][:1]
+    differ, tried = [], 0
+    for case in cases:
+        archive = base64.b64decode(case["zip_base64"])
+        for damaged in _damaged_headers(archive):
+            tried += 1
+            now = datetime.fromisoformat(case["now"])
+            sdk = outcome(lambda d=damaged, c=case, t=now: PersonaRuntime.open(
+                d, trusted_keys=c["trusted_keys"], now=t, min_version=c["min_version"],
+                backend="onnxruntime"))[0]
+            if sdk != _clean_room_outcome(damaged, case["trusted_keys"], now, case["min_version"]):
+                differ.append((case["name"], tried, sdk))
+    print(f"damaged archives: {tried} read alike by the SDK and the clean room, {len(differ)} not")
+    assert tried >= 1_400
     assert differ == []
+
+
+def _damaged_headers(archive: bytes) -> list[bytes]:
+    """The archive with one zip header byte changed (three ways), for every header byte."""
+    starts = [i for i in range(len(archive))
+              if archive[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06")]
+    out = []
+    for position in sorted({p for s in starts for p in range(s, min(s + 46, len(archive)))}):
+        for bits in (0x01, 0x80, 0xFF):
+            damaged = bytearray(archive)
+            damaged[position] ^= bits
+            out.append(bytes(damaged))
+    return out
+
+
+def _clean_room_outcome(data: bytes, keys: list[str], now: datetime, min_version: int) -> str:
+    trusted = {cleanroom_bundle.key_id(bytes.fromhex(k)): bytes.fromhex(k) for k in keys}
+    try:
+        verified = cleanroom_bundle.verify(cleanroom_bundle.read_archive(data), trusted, now=now,
+                                           min_version=min_version)
+        cleanroom_bundle.load_graph(verified)
+    except KitError as exc:
+        return type(exc).__name__
+    return "ok"
 
 
 @settings(max_examples=40)
