@@ -20,7 +20,13 @@ from edgepersona.sdk import InputError, Manifest
 from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.sdk.protocol.manifest import parse_manifest
 from edgepersona.sdk.protocol.spec import Window
-from edgepersona.trainer.collector import DailyAggregate, Increment, PersonaAggregate, open_store
+from edgepersona.trainer.collector import (
+    BundleShelf,
+    DailyAggregate,
+    Increment,
+    PersonaAggregate,
+    open_store,
+)
 from edgepersona.trainer.release.export import write_bundle
 from edgepersona.trainer.release.refit import REVIEW_MARKER, approve_bundle, plan_refit, sign_refit
 from edgepersona.trainer.release.refit_cells import (
@@ -223,6 +229,7 @@ def test_the_schedule_publishes_waits_holds_and_is_safe_to_run_twice(
     held = schedule(shelf, url, signing_key, public_key)
     assert held.status == "held" and held.new_version == 3 and held.serving == 2  # type: ignore[attr-defined]
     assert (shelf / f"{model}-v3.{REVIEW_MARKER}").exists()
+    assert BundleShelf(shelf).latest().version == 2  # type: ignore[union-attr]  # what the collector serves
     twice = schedule(shelf, url, signing_key, public_key)
     assert twice.status == "awaiting-review" and twice.new_version is None  # type: ignore[attr-defined]
     assert sorted(p.name for p in shelf.iterdir() if p.name.endswith(".zip")) == \
