@@ -22,14 +22,8 @@ from cryptography.exceptions import InvalidTag
 from hypothesis import given, settings, strategies as st
 
 import edgepersona.sdk._store as store_module
-from edgepersona.sdk._store import (
-    EncryptedStore,
-    FileKeyProvider,
-    MemoryKeyProvider,
-    _encode_fields,
-    _MasterKeys,
-    _unseal,
-)
+from edgepersona.sdk._store import EncryptedStore, FileKeyProvider, MemoryKeyProvider
+from edgepersona.sdk._store_keys import MasterKeys, encode_fields, unseal
 from edgepersona.sdk.errors import InputError, StoreCorruptError, StoreError
 
 KEY = bytes(range(32))
@@ -227,15 +221,54 @@ def test_an_emptied_file_is_a_new_store(filled: Path) -> None:
 
 
 def test_wrong_key_is_corrupt_and_reset_recovers(filled: Path) -> None:
-    with pytest.raises(StoreCorruptError, match="no key"):
+    with pytest.raises(StoreCorruptError, match="written under another master key: no key"):
         _open(filled, MemoryKeyProvider(bytes(32)))
-    with pytest.raises(StoreCorruptError):
-        _open(filled, MemoryKeyProvider())
     provider = MemoryKeyProvider(KEY)
     EncryptedStore.reset(filled, provider)
     assert provider.load_keys() != [KEY]
     with EncryptedStore.open(filled, provider) as store:
         assert store.subjects() == []
+
+
+def test_a_missing_key_file_is_not_a_wrong_key_and_never_advises_a_reset(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key")) as store:
+        store.put("alice", "fold", b"kept")
+    (tmp_path / "s.db.key").rename(tmp_path / "backup.key")
+    for reset_if_corrupt in (False, True):  # a missing key is not corruption: nothing is reset
+        with pytest.raises(StoreError) as missing:
+            EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key"),
+                                reset_if_corrupt=reset_if_corrupt)
+        assert not isinstance(missing.value, StoreCorruptError)
+        message = str(missing.value)
+        assert f"master key file {tmp_path / 's.db.key'} is missing" in message
+        assert "Restore the key" in message and "lose its local state" in message
+        assert "reset(" not in message and "reset_if_corrupt" not in message
+    (tmp_path / "s.db.key").write_bytes(b"torn")  # present but not a key file
+    with pytest.raises(StoreError, match=r"s\.db\.key is damaged \(not a valid key file\)") as damaged:
+        EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key"))
+    assert not isinstance(damaged.value, StoreCorruptError)
+    with pytest.raises(StoreError, match=r"MemoryKeyProvider.*holds no master key") as empty:
+        EncryptedStore.open(path, MemoryKeyProvider())
+    assert not isinstance(empty.value, StoreCorruptError)
+    (tmp_path / "backup.key").replace(tmp_path / "s.db.key")  # restored from the backup
+    with EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key")) as store:
+        assert store.get("alice", "fold") == b"kept"
+
+
+def test_wrong_key_and_damage_have_their_own_messages(filled: Path, tmp_path: Path) -> None:
+    other = FileKeyProvider(tmp_path / "other.key")
+    other.add_key(os.urandom(32))
+    with pytest.raises(StoreCorruptError) as wrong:
+        EncryptedStore.open(filled, other)
+    assert "was written under another master key" in str(wrong.value)
+    assert "other.key" in str(wrong.value) and "EncryptedStore.reset(" in str(wrong.value)
+    with _sql(filled) as db:
+        db.execute("UPDATE records SET sealed = zeroblob(40)")
+    with _open(filled) as store, pytest.raises(StoreCorruptError) as damaged:
+        store.get(SUBJECTS[0], "fold")
+    assert "failed authentication (the file was tampered with, truncated or damaged)" in str(damaged.value)
+    assert "another master key" not in str(damaged.value)
 
 
 def test_garbage_file_is_corrupt(tmp_path: Path) -> None:
@@ -315,15 +348,15 @@ def test_forget_survives_an_old_copy_of_the_store(tmp_path: Path) -> None:
         store_id = dict(db.execute("SELECT name, value FROM meta").fetchall())["store_id"]
         wrapped = db.execute("SELECT ref, wrapped FROM subjects").fetchall()
     for key in (current_key, *provider.load_keys()):
-        master = _MasterKeys.derive(key, store_id)
+        master = MasterKeys.derive(key, store_id)
         for ref, blob in wrapped:
             for subject in (b"alice", b"bob", b""):
                 with pytest.raises(InvalidTag):
-                    _unseal(master.wrap, blob, _dek_aad(store_id, ref, subject))
+                    unseal(master.wrap, blob, _dek_aad(store_id, ref, subject))
     # The old key is gone from every file the store and the provider wrote.
     assert _all_file_bytes(tmp_path).count(stolen_key) == 0
     # Control: had the old key survived, the old copy would give alice's data away.
-    stolen = _MasterKeys.derive(stolen_key, store_id)
+    stolen = MasterKeys.derive(stolen_key, store_id)
     assert any(_try_unseal(stolen, blob, _dek_aad(store_id, ref, b"alice")) for ref, blob in wrapped)
     with EncryptedStore.open(old_copy, MemoryKeyProvider(stolen_key)) as leaked:
         assert leaked.get("alice", "fold") == secret_fold
@@ -331,13 +364,13 @@ def test_forget_survives_an_old_copy_of_the_store(tmp_path: Path) -> None:
 
 def _dek_aad(store_id: bytes, ref: bytes, subject: bytes) -> bytes:
     """The associated data of a wrapped subject key, as the module docstring describes it."""
-    context = _encode_fields(b"edgepersona/store/v1", store_id, (1).to_bytes(4, "big"))
-    return _encode_fields(context, b"data-key", ref, subject)
+    context = encode_fields(b"edgepersona/store/v1", store_id, (1).to_bytes(4, "big"))
+    return encode_fields(context, b"data-key", ref, subject)
 
 
-def _try_unseal(master: _MasterKeys, blob: bytes, aad: bytes) -> bool:
+def _try_unseal(master: MasterKeys, blob: bytes, aad: bytes) -> bool:
     try:
-        _unseal(master.wrap, blob, aad)
+        unseal(master.wrap, blob, aad)
     except InvalidTag:
         return False
     return True
