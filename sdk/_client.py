@@ -47,6 +47,8 @@ _STATE = "fold_state"
 _TRUSTED = "trusted_version"
 _KEYS = "trusted_keys"
 _SECRET = "pseudonym_secret"  # noqa: S105 - a record name, not a secret
+_SALT = "pseudonym_salt"  # a subject's own salt: forgetting it makes the subject's next pseudonyms new
+_SALT_BYTES = 16  # bytes
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class PersonaClient:
         self._clock = clock
         self._lock = threading.RLock()
         self._cache: OrderedDict[str, FoldState] = OrderedDict()
+        self._unsalted: set[str] = set()  # subjects with no committed state yet
         self.ignored_events = 0
 
     @classmethod
@@ -212,14 +215,21 @@ class PersonaClient:
                     folded = state.fold(name, when, props)
                     used, ignored = used + folded, ignored + (not folded)
                     touched[subject] = state
-                self._store.put_many((s, _STATE, st.to_bytes()) for s, st in touched.items())
+                self._store.put_many([(s, _STATE, st.to_bytes()) for s, st in touched.items()]
+                                     + self._new_salts(touched))
             except BaseException:
                 for subject in touched:  # uncommitted: reload the committed state next time
                     self._cache.pop(subject, None)
                 raise
             self.ignored_events += ignored
+            self._unsalted.difference_update(touched)
             self._trim_cache(touched)
             return used
+
+    def _new_salts(self, subjects: Iterable[str]) -> list[tuple[str, str, bytes]]:
+        """A random pseudonym salt for each subject whose first state is about to be written."""
+        return [(s, _SALT, secrets.token_bytes(_SALT_BYTES)) for s in subjects
+                if s in self._unsalted and self._store.get(s, _SALT) is None]
 
     def _when(self, at: float | None, now: float) -> float:
         """The event time, refusing times too far ahead of the clock."""
@@ -264,6 +274,8 @@ class PersonaClient:
         state = self._cache.get(subject)
         if state is None or state.plan is not plan:
             raw = self._store.get(subject, _STATE)
+            if raw is None:
+                self._unsalted.add(subject)
             state = (FoldState.from_bytes(plan, raw) if raw is not None else None) or plan.new_state()
             self._cache[subject] = state
         return state
@@ -372,8 +384,23 @@ class PersonaClient:
         Returns:
             The pseudonym with its key id and epoch.
         """
-        return self._pseudonyms.pseudonym(subject, domain=domain,
-                                          at=self._clock() if at is None else at)
+        return self._subject_pseudonyms(subject).pseudonym(subject, domain=domain,
+                                                           at=self._clock() if at is None else at)
+
+    def _subject_pseudonyms(self, subject: str) -> Pseudonymizer:
+        """The subject's pseudonymizer, keyed by its own salt (made on first use)."""
+        if not isinstance(subject, str):
+            raise TypeError(f"subject must be a str, got {type(subject).__name__}")
+        if not subject:
+            raise InputError("subject must be a non-empty string")
+        with self._lock:
+            salt = self._store.get(subject, _SALT)
+            if salt is None:
+                if self._store.get(subject, _STATE) is not None:
+                    return self._pseudonyms  # state written before salts: its pseudonyms stay
+                salt = secrets.token_bytes(_SALT_BYTES)
+                self._store.put(subject, _SALT, salt)
+            return self._pseudonyms.salted(salt)
 
     def subjects(self) -> list[str]:
         """Subjects with stored state.
@@ -384,7 +411,10 @@ class PersonaClient:
         return self._store.subjects()
 
     def forget(self, subject: str) -> bool:
-        """Erase a subject irreversibly (crypto-shredding; see the store's notes).
+        """Erase a subject irreversibly (crypto-shredding and scrubbing; see the store's notes).
+
+        Its salt goes too, so if the subject comes back its local and sync
+        pseudonyms are new and cannot be linked to the old ones.
 
         Args:
             subject: whose state to erase.

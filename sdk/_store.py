@@ -10,19 +10,13 @@ transactions, rows).
 
 Design
 ------
-**Keys.** A 32-byte *master key* lives outside the store file, in a
-:class:`KeyProvider` (an app keystore, :class:`FileKeyProvider` for gateways,
-:class:`MemoryKeyProvider` for tests). Each subject has its own random data
-key, stored *wrapped* (encrypted) under a key derived from the master key.
-Every record is sealed with ChaCha20-Poly1305 (fast in software on ARM) under
-its subject's data key, with a fresh random 96-bit nonce per write (safe for
-about 2**32 writes per subject key); the associated data binds the store id,
-the format version, the subject and the record name, so a record moved to
-another subject or name, or to another store, fails to open.
-
-**No names in clear.** A subject's row key is ``HMAC(index key, subject)``
-and its name is kept sealed (for :meth:`EncryptedStore.subjects`); a record's
-row key is ``HMAC(subject key, name)``. Both keys are derived from secrets.
+**Keys** (see :mod:`edgepersona.sdk._store_keys`). A 32-byte *master key*
+lives outside the store file, in a :class:`KeyProvider` (an app keystore,
+:class:`FileKeyProvider` for gateways, :class:`MemoryKeyProvider` for tests).
+Each subject has its own random data key, wrapped under the master key; every
+record is sealed with ChaCha20-Poly1305 under its subject's data key and bound
+to its store, subject and name. Subject and record names never reach the
+disk in clear: rows are found by keyed hashes.
 
 **Durability: SQLite.** The file is SQLite (stdlib) in WAL mode with
 ``synchronous=FULL``; every ``put``/``put_many``/``delete``/``forget`` is one
@@ -35,16 +29,15 @@ WAL recovery is far better tested than a new file format would be.
 **Forgetting (crypto-shredding, then scrubbing).** :meth:`EncryptedStore.forget`
 (1) has the provider durably add a fresh master key, (2) in one transaction
 deletes the subject's rows and rewraps every other data key, re-keys the name
-index and re-seals the names under the new master key, (3) has the provider
-destroy the old master key, (4) checkpoints the WAL into the main file and
-truncates it. SQLite's ``secure_delete`` overwrites deleted content with
-zeros, so afterwards no byte the subject's rows held (sealed values, wrapped
-key, row keys, sealed name) is left in the store file, its WAL or its other
-side files. A crash at any point is finished or undone by the next open; so
-is a failed ``forget``, which closes the store (reopen it). The subject's data
-key exists only wrapped under a destroyed key, so no copy of the store file,
-old or new, together with every current key decrypts it, nor links the old
-rows to the subject's name.
+index and re-seals the names under the new master key, (3) rewrites the file
+from its live rows (``VACUUM``, with ``secure_delete`` on) and truncates the
+WAL, (4) has the provider destroy the old master key. So no byte the
+subject's rows ever held (sealed values, wrapped key, row keys, sealed name)
+is left in the store file or its side files. A crash at any point is finished
+or undone by the next open; so is a failed ``forget``, which closes the store
+(reopen it). The subject's data key exists only wrapped under a destroyed
+key, so no copy of the store file, old or new, together with every current
+key decrypts it, nor links the old rows to the subject's name.
 
 What is **not** guaranteed:
 
@@ -57,22 +50,15 @@ What is **not** guaranteed:
   authentic, the set of records is not);
 * secrecy of sizes, counts and write times, or of memory of a running app.
 
-**Errors when opening.** Opening runs SQLite's ``quick_check`` and checks the
-master key; a record is authenticated when read. Three cases are told apart:
-
-* the key provider holds *no* key for an existing store (a key file missing or
-  damaged): :class:`StoreError` saying where the key was expected; restore it
-  from a backup (a reset would lose the state for good, so
-  ``reset_if_corrupt`` does not apply);
-* the provider holds a key but not the one the store was written under:
-  :class:`StoreCorruptError` ("written under another master key");
-* the file is tampered with, truncated or damaged: :class:`StoreCorruptError`.
-
-Both corrupt cases name the recovery: :meth:`EncryptedStore.reset` or
-``open(..., reset_if_corrupt=True)``. Environment failures (missing
-directory, read-only, disk full, store open elsewhere) raise
-:class:`StoreError` and keep the last committed state. A missing or empty
-file is a new, empty store.
+**Errors when opening** (see :mod:`edgepersona.sdk._store_header`): a key
+provider with no key for an existing store is a :class:`StoreError` that says
+where the key was expected (restore it; a reset would lose the state); a
+store under another key, or damaged, is a :class:`StoreCorruptError` that
+says which and names the recovery (:meth:`EncryptedStore.reset` or
+``open(..., reset_if_corrupt=True)``). Records are authenticated when read.
+Environment failures (missing directory, read-only, disk full, store open
+elsewhere) raise :class:`StoreError` and keep the last committed state. A
+missing or empty file is a new, empty store.
 
 **Threads and processes.** One lock serialises every operation, so a store
 may be shared by threads. A store file is opened by one ``EncryptedStore``
@@ -89,7 +75,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar, Final, Self
 
 from edgepersona.sdk import _store_sqlite as rows
@@ -168,6 +153,8 @@ class EncryptedStore:
             try:
                 self._store_id, self._master = self._attach(conn)
                 self._ad = AssociatedData.for_store(self._store_id)
+                if len(self._provider.load_keys()) > 1:  # a forget was interrupted: finish it
+                    rows.scrub(conn)
                 self._provider.destroy_other_keys(self._master.raw)
             except BaseException:
                 conn.close()
@@ -361,8 +348,8 @@ class EncryptedStore:
             StoreCorruptError: a subject row failed authentication.
             StoreError: the store is closed or cannot be written (the store is
                 then closed: reopen it), the old key could not be destroyed
-                (the next open retries), or the WAL could not be truncated
-                (the records are shredded; the next forget or close retries).
+                (the next open retries), or the file could not be scrubbed
+                (the records are shredded; call :meth:`scrub` again).
         """
         if subject == self.GLOBAL:
             raise InputError("the GLOBAL subject cannot be forgotten; delete its records instead")
@@ -371,26 +358,31 @@ class EncryptedStore:
             ref = rows.subject_ref(conn, self._master.subject_id(subject_bytes))
             if ref is None:
                 return False
-            new = MasterKeys.derive(new_master_key(), self._store_id)
-            self._provider.add_key(new.raw)
-            try:
-                with self._transaction(conn):
-                    rows.delete_subject(conn, ref)
-                    self._rewrap_subjects(conn, self._master, new)
-                    rows.set_key_id(conn, new.key_id)
-            except BaseException:
-                # A failed COMMIT may still have landed: rather than guess which key the
-                # file is under, close; the next open checks and destroys the other key.
-                self._conn = None
-                self._cache.clear()
-                with suppress(sqlite3.Error):
-                    conn.close()
-                raise
-            self._master = new
+            self._shred(conn, ref)
             self._cache.pop(subject, None)
-            self._provider.destroy_other_keys(new.raw)
-            rows.scrub(conn)
+            try:  # scrub while the old key is held: after a crash in between, open scrubs again
+                rows.scrub(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"encrypted store {self._path}: the subject is forgotten (its records can no "
+                    f"longer be decrypted), but the file could not be scrubbed of its deleted pages "
+                    f"({exc}); fix the cause (free disk space?) and call scrub()"
+                ) from exc
+            finally:
+                self._provider.destroy_other_keys(self._master.raw)
             return True
+
+    def scrub(self) -> None:
+        """Rewrite the file from its live rows and empty the WAL (what :meth:`forget` ends with).
+
+        Afterwards no deleted record is left in the store file or its side
+        files. Costs O(file size); needs free space for a second copy.
+
+        Raises:
+            StoreError: the store is closed, or the disk is full or read-only.
+        """
+        with self._operation() as conn:
+            rows.scrub(conn)
 
     def close(self) -> None:
         """Close the store; further calls raise StoreError. Idempotent.
@@ -408,12 +400,7 @@ class EncryptedStore:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -457,6 +444,25 @@ class EncryptedStore:
             self._cache.pop(next(iter(self._cache)))
         self._cache[subject] = keys
         return keys
+
+    def _shred(self, conn: sqlite3.Connection, ref: bytes) -> None:
+        """Delete a subject's rows and move every other row to a fresh master key, atomically."""
+        new = MasterKeys.derive(new_master_key(), self._store_id)
+        self._provider.add_key(new.raw)
+        try:
+            with self._transaction(conn):
+                rows.delete_subject(conn, ref)
+                self._rewrap_subjects(conn, self._master, new)
+                rows.set_key_id(conn, new.key_id)
+        except BaseException:
+            # A failed COMMIT may still have landed: rather than guess which key the
+            # file is under, close; the next open checks and destroys the other key.
+            self._conn = None
+            self._cache.clear()
+            with suppress(sqlite3.Error):
+                conn.close()
+            raise
+        self._master = new
 
     def _rewrap_subjects(self, conn: sqlite3.Connection, old: MasterKeys, new: MasterKeys) -> None:
         """Move every subject row from the old master key to the new one."""

@@ -182,14 +182,18 @@ def transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[N
 
 
 def scrub(conn: sqlite3.Connection) -> None:
-    """Copy every committed page into the main file and truncate the WAL to zero bytes.
+    """Rewrite the file from its live rows, then truncate the WAL to zero bytes.
 
-    With ``secure_delete`` the main file then holds no deleted content, and the
-    WAL no older page version.
+    ``secure_delete`` zeroes a deleted cell where it lies, but a page that
+    SQLite rebalanced keeps stale copies of cells it moved in its unallocated
+    gap, and the WAL keeps old page versions. ``VACUUM`` rebuilds every page
+    from the live rows (and drops free pages); the checkpoint then copies the
+    rebuilt pages over the old ones and empties the WAL. Costs O(file size).
 
     Raises:
-        sqlite3.Error: the checkpoint could not complete (translated by the caller).
+        sqlite3.Error: the rewrite or the checkpoint could not complete (translated by the caller).
     """
+    conn.execute("VACUUM")
     busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     if busy:
         raise sqlite3.OperationalError("the WAL checkpoint was blocked")

@@ -387,6 +387,123 @@ class _CrashingProvider(MemoryKeyProvider):
         super().destroy_other_keys(keep)
 
 
+def _traces(store: EncryptedStore, subject: str) -> set[bytes]:
+    """Every byte string the subject's rows hold now: row keys, wrapped key, sealed name and values."""
+    conn = store._conn
+    assert conn is not None
+    sid = store._master.subject_id(subject.encode())
+    row = conn.execute("SELECT ref, sid, wrapped, sealed_name FROM subjects WHERE sid = ?", (sid,)).fetchone()
+    if row is None:
+        return set()
+    found = set(row)
+    for rid, sealed in conn.execute("SELECT rid, sealed FROM records WHERE ref = ?", (row[0],)):
+        found |= {rid, sealed}
+    return found
+
+
+def _store_files(path: Path) -> bytes:
+    """The raw bytes of the store file and every side file SQLite may have written."""
+    parts = [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return b"".join(part.read_bytes() for part in parts if part.exists())
+
+
+# Seeds 25 and 34 are workloads where secure_delete and a WAL checkpoint alone leave stale
+# copies of the subject's cells in rebalanced pages (found by running 40 seeds without the
+# VACUUM of forget: 2 leaked, as the issue saw 2 of 16 records); 0 and 1 are ordinary ones.
+@pytest.mark.parametrize("seed", [0, 1, 25, 34])
+def test_forget_leaves_no_byte_of_the_subject_in_any_file(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "s.db"
+    subjects = ["victim", "ann", "ben", "cy", "dee"]
+    seen: set[bytes] = set()
+    with EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key")) as store:
+        for step in range(300):  # interleaved writes, rewrites, deletes and other forgets
+            subject, name = rng.choice(subjects), f"record-{rng.randrange(16)}"
+            store.put(subject, name, rng.randbytes(rng.choice([12, 200, 3000, 9000])))
+            if rng.random() < 0.1:
+                store.delete(subject, f"record-{rng.randrange(16)}")
+            if step % 60 == 59:
+                store.put(f"passer-by-{step}", "fold", b"x" * 500)
+                store.forget(f"passer-by-{step}")
+            seen |= _traces(store, "victim")
+        assert len(seen) > 40
+        assert any(trace in _store_files(path) for trace in seen)  # control: the scan finds them
+        assert store.forget("victim") is True
+        left = [trace.hex() for trace in seen if trace in _store_files(path)]
+        assert left == [], "forget left pages of the subject while the store is open"
+    left = [trace.hex() for trace in seen if trace in _store_files(path)]
+    assert left == [], "forget left pages of the subject after close"
+
+
+class _FailingVacuum:
+    """A connection whose VACUUM fails as on a full disk."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "VACUUM":
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode = 13  # type: ignore[attr-defined]
+            raise error
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_a_failed_scrub_still_shreds_and_says_how_to_finish(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, provider = tmp_path / "s.db", MemoryKeyProvider(KEY)
+    connect = EncryptedStore._connect
+    monkeypatch.setattr(EncryptedStore, "_connect", lambda self: _FailingVacuum(connect(self)))
+    with _open(path, provider) as store:
+        store.put("alice", "fold", b"a" * 300)
+        store.put("bob", "fold", b"b")
+        with pytest.raises(StoreError, match=r"the subject is forgotten .* call scrub\(\)") as caught:
+            store.forget("alice")
+        assert "alice" not in str(caught.value)
+        assert provider.load_keys() != [KEY] and len(provider.load_keys()) == 1  # old key destroyed
+        assert store.subjects() == ["bob"] and store.get("alice", "fold") is None
+    monkeypatch.undo()  # the cause is fixed
+    with _open(path, provider) as store:
+        store.scrub()
+        assert store.subjects() == ["bob"] and store.get("bob", "fold") == b"b"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    operations=st.lists(
+        st.tuples(st.sampled_from(["ann", "ben", "cy", "victim"]), st.sampled_from(["a", "b", "c"]),
+                  st.binary(max_size=5000), st.booleans()),
+        min_size=1, max_size=40),
+    forget_at=st.integers(min_value=0, max_value=40),
+)
+def test_forget_keeps_every_other_subject_intact(
+        operations: list[tuple[str, str, bytes, bool]], forget_at: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path, provider = Path(folder) / "s.db", FileKeyProvider(Path(folder) / "s.db.key")
+        model: dict[tuple[str, str], bytes] = {}
+        with EncryptedStore.open(path, provider) as store:
+            for index, (subject, name, value, delete) in enumerate(operations):
+                if index == forget_at:
+                    assert store.forget("victim") is any(s == "victim" for s, _ in model)
+                    model = {key: v for key, v in model.items() if key[0] != "victim"}
+                if delete:
+                    assert store.delete(subject, name) is ((subject, name) in model)
+                    model.pop((subject, name), None)
+                else:
+                    store.put(subject, name, value)
+                    model[(subject, name)] = value
+            store.forget("victim")
+            model = {key: v for key, v in model.items() if key[0] != "victim"}
+        with EncryptedStore.open(path, provider) as store:
+            assert "victim" not in store.subjects()
+            for subject in ("ann", "ben", "cy", "victim"):
+                for name in ("a", "b", "c"):
+                    assert store.get(subject, name) == model.get((subject, name))
+
+
 def test_forget_interrupted_after_commit_is_finished_by_the_next_open(tmp_path: Path) -> None:
     path, provider = tmp_path / "s.db", _CrashingProvider(KEY)
     with EncryptedStore.open(path, provider) as store:
