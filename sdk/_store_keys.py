@@ -5,6 +5,14 @@ should use it: every function here is safe only in the combination the recipe
 makes of them. The layout (format version 1) is fixed: a file written by one
 SDK version must open with the next, so nothing here may change its bytes.
 
+A 32-byte *master key* lives outside the store file (a key provider). Each
+subject has its own random data key, stored *wrapped* (encrypted) under a key
+derived from the master key. Every record is sealed with ChaCha20-Poly1305
+(fast in software on ARM) under its subject's data key, with a fresh random
+96-bit nonce per write (safe for about 2**32 writes per subject key). A
+subject's row key is a keyed hash of its name, and its name is kept sealed
+(for listing); a record's row key is a keyed hash of the record name.
+
 Schedule::
 
     enc(f1, ..., fn)    = len(f1) || f1 || ... || len(fn) || fn   (u32 big-endian lengths)
