@@ -38,7 +38,7 @@ from edgepersona.sdk._store import EncryptedStore
 from edgepersona.sdk.errors import InputError, StoreCorruptError
 from edgepersona.sdk.protocol.assign import model_space
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
-from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
+from edgepersona.sdk.protocol.trust import dump_trust, load_trust
 
 __all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
 

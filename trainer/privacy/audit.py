@@ -30,7 +30,7 @@ from edgepersona.sdk.protocol.envelope import (
     day_bucket,
     generate_collector_keypair,
 )
-from edgepersona.sdk.protocol.signing import TrustedKeys
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 __all__ = ["AUDIT_SCHEMA_VERSION", "build_audit", "fairness_table"]
 
