@@ -13,6 +13,7 @@ port to another language must match (``models/CONFORMANCE.md``)::
     bundle      bundle verification (signature first, then files, expiry, rollback)
     assign      the assignment maths: onnxruntime and numpy assigners from a verified bundle
     envelope    sealing and opening sync contributions (HPKE)
+    payload     a contribution's plaintext layout and its strict decoder
     hpke        the raw HPKE primitives under ``envelope`` (hazardous: use ``envelope``)
     framing     the batch framing of ``POST /v1/sync`` bodies
 
@@ -51,14 +52,10 @@ if TYPE_CHECKING:
         verify_bundle as verify_bundle,
     )
     from .envelope import (
-        Contribution as Contribution,
         Opener as Opener,
         SealConfig as SealConfig,
         Sealer as Sealer,
         SealSuite as SealSuite,
-        day_bucket as day_bucket,
-        decode_payload as decode_payload,
-        encode_payload as encode_payload,
         generate_collector_keypair as generate_collector_keypair,
     )
     from .fold import (
@@ -90,6 +87,12 @@ if TYPE_CHECKING:
         Trait as Trait,
         canonical_json as canonical_json,
         parse_manifest as parse_manifest,
+    )
+    from .payload import (
+        Contribution as Contribution,
+        day_bucket as day_bucket,
+        decode_payload as decode_payload,
+        encode_payload as encode_payload,
     )
     from .rotation import (
         MAX_STATEMENT_BYTES as MAX_STATEMENT_BYTES,
@@ -147,14 +150,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         'verify_bundle',
     ),
     'envelope': (
-        'Contribution',
         'Opener',
         'SealConfig',
         'SealSuite',
         'Sealer',
-        'day_bucket',
-        'decode_payload',
-        'encode_payload',
         'generate_collector_keypair',
     ),
     'fold': (
@@ -186,6 +185,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         'Trait',
         'canonical_json',
         'parse_manifest',
+    ),
+    'payload': (
+        'Contribution',
+        'day_bucket',
+        'decode_payload',
+        'encode_payload',
     ),
     'rotation': (
         'MAX_STATEMENT_BYTES',
