@@ -363,13 +363,13 @@ class EncryptedStore:
             try:  # scrub while the old key is held: after a crash in between, open scrubs again
                 rows.scrub(conn)
             except sqlite3.Error as exc:
+                self._provider.destroy_other_keys(self._master.raw)
                 raise StoreError(
                     f"encrypted store {self._path}: the subject is forgotten (its records can no "
                     f"longer be decrypted), but the file could not be scrubbed of its deleted pages "
                     f"({exc}); fix the cause (free disk space?) and call scrub()"
                 ) from exc
-            finally:
-                self._provider.destroy_other_keys(self._master.raw)
+            self._provider.destroy_other_keys(self._master.raw)
             return True
 
     def scrub(self) -> None:

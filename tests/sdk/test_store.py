@@ -452,6 +452,42 @@ class _FailingVacuum:
         return getattr(self._conn, name)
 
 
+class _Killed(BaseException):
+    """Stands for the process dying at that point (nothing after it runs)."""
+
+
+def test_forget_killed_before_its_scrub_is_scrubbed_by_the_next_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    live.mkdir()
+    connect = EncryptedStore._connect
+
+    class KilledAtVacuum(_FailingVacuum):
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "VACUUM":  # the disk as the dying process leaves it: copy every file now
+                shutil.copytree(live, crashed)
+                raise _Killed
+            return self._conn.execute(sql, *args)
+
+    monkeypatch.setattr(EncryptedStore, "_connect", lambda self: KilledAtVacuum(connect(self)))
+    with _open(live / "s.db", FileKeyProvider(live / "s.db.key")) as store:
+        traces: set[bytes] = set()
+        for i in range(60):
+            store.put("victim" if i % 3 else f"other-{i % 4}", f"r{i % 10}", os.urandom(300 + 97 * i))
+            traces |= _traces(store, "victim")
+        with pytest.raises(_Killed):
+            store.forget("victim")
+    monkeypatch.undo()
+    provider = FileKeyProvider(crashed / "s.db.key")
+    assert len(provider.load_keys()) == 2  # killed mid-rotation
+    assert any(trace in _store_files(crashed / "s.db") for trace in traces)  # control
+    with _open(crashed / "s.db", provider) as reopened:
+        assert [t.hex() for t in traces if t in _store_files(crashed / "s.db")] == []
+        assert reopened.subjects() == sorted({f"other-{i % 4}" for i in range(60) if i % 3 == 0})
+    assert len(provider.load_keys()) == 1
+    assert [t.hex() for t in traces if t in _store_files(crashed / "s.db")] == []
+
+
 def test_a_failed_scrub_still_shreds_and_says_how_to_finish(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, provider = tmp_path / "s.db", MemoryKeyProvider(KEY)
