@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,11 +25,14 @@ __all__ = [
     "SignatureFile",
     "key_id",
     "load_public_key",
+    "read_public_keys",
     "sign",
 ]
 
 MANIFEST_CONTEXT = b"edgepersona/manifest/v1\x00"
 _MAX_SIGNATURE_FILE = 4096  # bytes
+_MAX_KEY_FILE = 16_384  # bytes; a PEM public key is about 113
+_PUBLIC_SUFFIX = ".pub.pem"
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -71,6 +76,52 @@ def load_public_key(data: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
         raise InputError(
             "expected an Ed25519 public key as PEM, 32 raw bytes or 64 hex characters;"
             " create one with `edgepersona keys generate`") from None
+
+
+def read_public_keys(path: str | os.PathLike[str]) -> list[Ed25519PublicKey]:
+    """Read the public key in a PEM file, or every Ed25519 ``*.pub.pem`` key in a folder.
+
+    A folder written by ``edgepersona keys generate`` works as it is; a collector
+    key (not Ed25519) in the same folder is skipped.
+
+    Args:
+        path: a key file or a key folder.
+
+    Returns:
+        The keys (at least one).
+
+    Raises:
+        InputError: the path does not exist, or holds no Ed25519 public key.
+    """
+    where = Path(path)
+    if where.is_dir():
+        keys = []
+        for file in sorted(where.glob(f"*{_PUBLIC_SUFFIX}")):
+            try:
+                keys.append(load_public_key(_read_key_file(file)))
+            except InputError:
+                continue
+        if not keys:
+            raise InputError(f"no Ed25519 public key (*{_PUBLIC_SUFFIX}) in the folder {where};"
+                             " pass the key file or the folder `edgepersona keys generate` wrote")
+        return keys
+    if not where.exists():
+        raise InputError(f"no public key file or key folder at {where}; pass the signing_key"
+                         f"{_PUBLIC_SUFFIX} that `edgepersona keys generate` wrote, or its folder")
+    data = _read_key_file(where)
+    try:
+        return [load_public_key(data)]
+    except InputError as problem:
+        raise InputError(f"{where}: {problem}") from None
+
+
+def _read_key_file(file: Path) -> bytes:
+    """A key file's bytes, refusing files far larger than any key (a wrong path)."""
+    with file.open("rb") as handle:
+        data = handle.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise InputError(f"{file} is larger than any public key file; is it the right path?")
+    return data
 
 
 def sign(private: Ed25519PrivateKey, context: bytes, message: bytes) -> SignatureFile:

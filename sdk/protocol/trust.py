@@ -13,6 +13,8 @@ Layering: ``signing`` (raw keys and signatures) ← ``rotation`` (the statement)
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final
@@ -36,11 +38,15 @@ from edgepersona.sdk.protocol.rotation import (
     read_statement,
     verify_statement_signature,
 )
-from edgepersona.sdk.protocol.signing import SignatureFile, key_id, load_public_key
+from edgepersona.sdk.protocol.signing import SignatureFile, key_id, load_public_key, read_public_keys
 
-__all__ = ["TrustedKeys", "apply_rotation", "dump_trust", "load_trust"]
+__all__ = ["KeySource", "TrustedKeys", "apply_rotation", "dump_trust", "load_trust"]
 
 _MAX_TRUST_RECORD_BYTES: Final = 64 * 1024  # bytes
+_HEX_KEY: Final = re.compile(r"\s*[0-9a-fA-F]{64}\s*")
+
+KeySource = bytes | str | os.PathLike[str] | Ed25519PublicKey
+"""One trusted-key argument: key data (PEM, raw, hex, a key object) or a key file or folder path."""
 
 
 class TrustedKeys:
@@ -51,19 +57,24 @@ class TrustedKeys:
     and the counter of the last rotation it applied.
     """
 
-    def __init__(self, keys: Iterable[bytes | str | Ed25519PublicKey], *,
+    def __init__(self, keys: Iterable[KeySource] | KeySource, *,
                  revoked: Iterable[str] = (), rotation: int = 0) -> None:
         """Build the set.
 
         Args:
-            keys: public keys (PEM, raw bytes, hex or key objects).
+            keys: public keys (PEM, raw bytes, hex or key objects), or paths (``str``
+                or ``Path``) of a PEM key file or of a folder whose ``*.pub.pem``
+                Ed25519 keys are all trusted (see :func:`read_public_keys`); one key
+                or path alone works too.
             revoked: ids of keys that are never trusted, even when listed in ``keys``.
             rotation: the counter of the last key rotation applied (0: none).
 
         Raises:
             InputError: a key cannot be loaded, or no key is left to trust.
         """
-        loaded = [load_public_key(k) for k in keys]
+        if isinstance(keys, str | bytes | os.PathLike | Ed25519PublicKey):
+            keys = [keys]
+        loaded = [key for source in keys for key in _keys_from(source)]
         self._revoked = frozenset(revoked)
         self._rotation = rotation
         self._keys: Mapping[str, Ed25519PublicKey] = {
@@ -140,6 +151,16 @@ class TrustedKeys:
             raise ModelIntegrityError(
                 f"bundle signature does not verify against key {signature.key_id}; the manifest"
                 " was changed after signing or signed with another key") from None
+
+
+def _keys_from(source: KeySource) -> list[Ed25519PublicKey]:
+    """One trusted-key argument as keys: key data as it is, a path read from disk."""
+    if isinstance(source, os.PathLike):
+        return read_public_keys(source)
+    if isinstance(source, str) and not (source.lstrip().startswith("-----BEGIN")
+                                        or _HEX_KEY.fullmatch(source)):
+        return read_public_keys(source)
+    return [load_public_key(source)]
 
 
 def apply_rotation(trusted: TrustedKeys, statement: bytes, *, now: datetime) -> TrustedKeys:
