@@ -246,7 +246,8 @@ class PersonaClient:
         for subject in recent:
             self._cache.move_to_end(subject)
         while len(self._cache) > self._options.cache_subjects:
-            self._cache.popitem(last=False)
+            evicted, _state = self._cache.popitem(last=False)
+            self._unsalted.discard(evicted)  # its next load from the store decides again
 
     def features(self, *, subject: str = "me", at: float | None = None) -> list[float]:
         """The subject's raw feature vector (what ``assign`` feeds the model).
