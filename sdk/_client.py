@@ -21,6 +21,7 @@ serialises state changes, assignment of a cached state is done under it too.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import threading
@@ -35,6 +36,7 @@ from edgepersona.sdk._keystore import KeyProvider
 from edgepersona.sdk._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
 from edgepersona.sdk._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
 from edgepersona.sdk._store import EncryptedStore
+from edgepersona.sdk._sync import drop_queued
 from edgepersona.sdk.errors import InputError, StoreCorruptError
 from edgepersona.sdk.protocol.assign import model_space
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
@@ -404,6 +406,11 @@ class PersonaClient:
                 self._store.put(subject, _SALT, salt)
             return self._pseudonyms.salted(salt)
 
+    def _queue_tag(self, subject: str) -> bytes:
+        """A keyed tag of the subject's queued sync envelopes, so forget() can drop them."""
+        secret = self._subject_pseudonyms(subject).export_secret()
+        return hmac.digest(secret, b"edgepersona/sync-queue-tag\x00" + subject.encode(), "sha256")[:16]
+
     def subjects(self) -> list[str]:
         """Subjects with stored state.
 
@@ -416,7 +423,8 @@ class PersonaClient:
         """Erase a subject irreversibly (crypto-shredding and scrubbing; see the store's notes).
 
         Its salt goes too, so if the subject comes back its local and sync
-        pseudonyms are new and cannot be linked to the old ones.
+        pseudonyms are new and cannot be linked to the old ones; its sync
+        envelopes still queued are dropped (counted in ``dropped``).
 
         Args:
             subject: whose state to erase.
@@ -426,6 +434,9 @@ class PersonaClient:
         """
         with self._lock:
             self._cache.pop(subject, None)
+            known = any(self._store.get(subject, name) is not None for name in (_SALT, _STATE))
+            if known:  # its queued envelopes go first, so the scrub covers their old pages
+                drop_queued(self._store, self._queue_tag(subject))
             return self._store.forget(subject)
 
     def close(self) -> None:

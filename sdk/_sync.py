@@ -20,7 +20,10 @@ Delivery is at-least-once and idempotent:
   everything and returns the delay before the next try: exponential backoff
   with full jitter (``base · 2^failures``, capped, times a uniform random draw);
 * the queue is bounded (``max_queue``): when full, the oldest envelope is
-  dropped and ``dropped`` counts it (the newest behaviour matters most).
+  dropped and ``dropped`` counts it (the newest behaviour matters most);
+* ``PersonaClient.forget`` drops the forgotten subject's queued envelopes
+  before it scrubs the store (each is queued with a keyed tag of its subject,
+  :func:`drop_queued`), so nothing of the subject is sent after it.
 
 Transports are an interface: :class:`HttpTransport` uses only the standard
 library; :class:`MemoryTransport` calls a function in-process (tests, or an
@@ -59,6 +62,9 @@ _GLOBAL = EncryptedStore.GLOBAL
 _QUEUE = "sync_queue"
 _SEQUENCE = "sync_sequence"
 _COUNTERS = "sync_counters"
+_TAGS = "sync_queue_tags"  # one keyed subject tag per queued envelope, in queue order
+_TAG_BYTES = 16  # bytes
+_UNKNOWN_TAG = bytes(_TAG_BYTES)  # an envelope queued before tags existed
 
 
 class Transport(Protocol):
@@ -205,24 +211,19 @@ class SyncAgent:
         self._failures = 0
         self._lock = threading.Lock()
         self._random = secrets.SystemRandom()
+        self._tags: dict[bytes, bytes] = {}  # queued envelope -> its subject's tag
 
     def _load(self) -> tuple[list[bytes], dict[str, int]]:
-        """The queued envelopes and the counters."""
-        store = self._client._store  # same package: the agent shares the client's store
-        raw, counters = store.get(_GLOBAL, _QUEUE), store.get(_GLOBAL, _COUNTERS)
-        try:
-            queue = decode_batch(raw) if raw else []
-            return queue, ({k: int(v) for k, v in json.loads(counters).items()} if counters else {})
-        except (InputError, ValueError, AttributeError):
-            raise StoreCorruptError("the sync queue record is unreadable; reset the store") from None
+        """The queued envelopes and the counters (their subject tags go to ``self._tags``)."""
+        queue, tags, counters = _load_queue(self._client._store)  # the agent shares the store
+        self._tags = dict(zip(queue, tags, strict=True))
+        return queue, counters
 
     def _save_records(self, queue: list[bytes], counters: dict[str, int],
                       extra: tuple[tuple[str, bytes], ...] = ()) -> None:
-        """Write queue, counters and any extra global records in one transaction."""
-        records = [(_GLOBAL, _QUEUE, encode_batch(queue) if queue else b""),
-                   (_GLOBAL, _COUNTERS, json.dumps(counters, sort_keys=True).encode())]
-        records += [(_GLOBAL, name, value) for name, value in extra]
-        self._client._store.put_many(records)
+        """Write queue, its tags, counters and any extra global records in one transaction."""
+        tags = [self._tags.get(envelope, _UNKNOWN_TAG) for envelope in queue]
+        _save_queue(self._client._store, queue, tags, counters, extra)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -247,7 +248,8 @@ class SyncAgent:
             StoreError: the queue could not be written; nothing was queued.
         """
         snapshot = self._client._contribution_snapshot(subject, at)
-        with self._lock:
+        tag = self._client._queue_tag(subject)
+        with self._lock, self._client._lock:  # the client's lock: forget() edits the queue too
             queue, counters = self._load()
             raw_sequence = self._client._store.get(_GLOBAL, _SEQUENCE)
             sequence = int(raw_sequence.decode()) + 1 if raw_sequence else 1
@@ -256,7 +258,9 @@ class SyncAgent:
                 sequence=sequence, day_bucket=day_bucket(snapshot.at),
                 model_version=snapshot.model_version, persona_index=snapshot.persona_index,
                 features=snapshot.features)
-            queue.append(self._sealer.seal(contribution))
+            envelope = self._sealer.seal(contribution)
+            queue.append(envelope)
+            self._tags[envelope] = tag
             if len(queue) > self._max_queue:
                 dropped = len(queue) - self._max_queue
                 del queue[:dropped]
@@ -295,7 +299,7 @@ class SyncAgent:
     def _settle(self, batch: list[bytes], statuses: list[str], report: SyncReport) -> None:
         """Remove acknowledged and refused envelopes; count them."""
         done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)}
-        with self._lock:
+        with self._lock, self._client._lock:
             queue, counters = self._load()
             kept = [e for e in queue if e not in done]
             for status in done.values():
@@ -331,3 +335,49 @@ class SyncAgent:
             return self._client.update(archive)
         except RollbackError:
             return self._client.runtime.version
+
+
+def _load_queue(store: EncryptedStore) -> tuple[list[bytes], list[bytes], dict[str, int]]:
+    """The queued envelopes, their subject tags (empty when unknown) and the counters."""
+    raw, raw_tags = store.get(_GLOBAL, _QUEUE), store.get(_GLOBAL, _TAGS) or b""
+    counters = store.get(_GLOBAL, _COUNTERS)
+    try:
+        queue = decode_batch(raw) if raw else []
+        parsed = {k: int(v) for k, v in json.loads(counters).items()} if counters else {}
+    except (InputError, ValueError, AttributeError):
+        raise StoreCorruptError("the sync queue record is unreadable; reset the store") from None
+    tags = [raw_tags[i:i + _TAG_BYTES] for i in range(0, len(raw_tags), _TAG_BYTES)]
+    if len(tags) != len(queue):  # queued before tags existed: no subject is known
+        tags = [_UNKNOWN_TAG] * len(queue)
+    return queue, tags, parsed
+
+
+def _save_queue(store: EncryptedStore, queue: list[bytes], tags: list[bytes],
+                counters: dict[str, int], extra: tuple[tuple[str, bytes], ...] = ()) -> None:
+    """Write the queue, its tags, the counters and extra global records in one transaction."""
+    records = [(_GLOBAL, _QUEUE, encode_batch(queue) if queue else b""),
+               (_GLOBAL, _TAGS, b"".join(tags)),
+               (_GLOBAL, _COUNTERS, json.dumps(counters, sort_keys=True).encode())]
+    records += [(_GLOBAL, name, value) for name, value in extra]
+    store.put_many(records)
+
+
+def drop_queued(store: EncryptedStore, tag: bytes) -> int:
+    """Drop every queued envelope of the subject with ``tag`` (``PersonaClient.forget``).
+
+    The caller holds the client's lock, which every agent holds while it edits the queue.
+
+    Args:
+        store: the client's store.
+        tag: the subject's queue tag.
+
+    Returns:
+        How many envelopes were dropped (counted in ``dropped``).
+    """
+    queue, tags, counters = _load_queue(store)
+    kept = [(envelope, t) for envelope, t in zip(queue, tags, strict=True) if t != tag]
+    if len(kept) == len(queue):
+        return 0
+    counters["dropped"] = counters.get("dropped", 0) + len(queue) - len(kept)
+    _save_queue(store, [e for e, _ in kept], [t for _, t in kept], counters)
+    return len(queue) - len(kept)

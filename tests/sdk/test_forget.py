@@ -8,10 +8,13 @@ linked, while every other subject keeps its pseudonyms and its state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from edgepersona.sdk import FileKeyProvider, PersonaClient, Pseudonymizer
+from edgepersona.sdk import FileKeyProvider, MemoryTransport, PersonaClient, Pseudonymizer, Sealer, SyncAgent
+from edgepersona.sdk.protocol.envelope import Opener, generate_collector_keypair
+from edgepersona.sdk.protocol.framing import decode_batch
 
 T0 = 1_735_776_000.0  # 2025-01-02, after the test bundles were created
 DOMAINS = ("local", "sync")
@@ -80,3 +83,51 @@ def test_state_written_before_subject_salts_keeps_its_pseudonyms(
         track(client, "veteran")
         assert client.pseudonym(subject="veteran", domain="sync", at=T0) != legacy.pseudonym(
             "veteran", domain="sync", at=T0)
+
+
+def test_the_queued_envelopes_of_a_forgotten_subject_are_never_sent(
+        bundle_files: Mapping[str, bytes], public_key: bytes, tmp_path: Path) -> None:
+    private, public = generate_collector_keypair()
+    bodies: list[bytes] = []
+
+    def post(body: bytes) -> bytes:
+        bodies.append(body)
+        return json.dumps({"results": [{"status": "accepted"}] * len(decode_batch(body))}).encode()
+
+    with open_client(bundle_files, public_key, tmp_path) as client:
+        agent = SyncAgent(client, Sealer(public, app_id="app"), MemoryTransport(post, lambda _v: b""))
+        for subject in ("bob", "alice", "bob", "carol", "bob"):
+            track(client, subject)
+            agent.contribute(subject=subject)
+        kept = {client.pseudonym(subject=s, domain="sync").value for s in ("alice", "carol")}
+        bob = client.pseudonym(subject="bob", domain="sync").value
+        queued = decode_batch(client._store.get(client._store.GLOBAL, "sync_queue") or b"")
+        bobs = [e for e in queued if Opener(private).open(e, app_id="app").pseudonym == bob]
+        assert len(bobs) == 3
+        assert client.forget("bob") is True
+        assert agent.counters["queued"] == 2 and agent.counters["dropped"] == 3
+        left = decode_batch(client._store.get(client._store.GLOBAL, "sync_queue") or b"")
+        assert not set(bobs) & set(left)
+        track(client, "bob")  # back as a stranger: queued and sent like anyone else
+        agent.contribute(subject="bob")
+        newcomer = client.pseudonym(subject="bob", domain="sync").value
+        assert agent.flush().accepted == 3
+    opener = Opener(private)
+    sent = [opener.open(e, app_id="app").pseudonym for body in bodies for e in decode_batch(body)]
+    assert sorted(sent) == sorted([*kept, newcomer])
+
+
+def test_envelopes_queued_before_tags_existed_are_kept(
+        bundle_files: Mapping[str, bytes], public_key: bytes, tmp_path: Path) -> None:
+    _, public = generate_collector_keypair()
+    with open_client(bundle_files, public_key, tmp_path) as client:
+        agent = SyncAgent(client, Sealer(public, app_id="app"), MemoryTransport(
+            lambda body: b"", lambda _v: b""))
+        for subject in ("bob", "alice"):
+            track(client, subject)
+            agent.contribute(subject=subject)
+        assert client._store.delete(client._store.GLOBAL, "sync_queue_tags")  # an older SDK's queue
+        client.forget("bob")
+        assert agent.counters["queued"] == 2 and agent.counters["dropped"] == 0
+        agent.contribute(subject="alice")  # the queue goes on, tagged from now on
+        assert agent.counters["queued"] == 3
