@@ -36,7 +36,7 @@ from edgepersona.sdk._keystore import KeyProvider
 from edgepersona.sdk._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
 from edgepersona.sdk._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
 from edgepersona.sdk._store import EncryptedStore
-from edgepersona.sdk._sync import drop_queued
+from edgepersona.sdk._sync_queue import drop_queued
 from edgepersona.sdk.errors import InputError, StoreCorruptError
 from edgepersona.sdk.protocol.assign import model_space
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event

@@ -45,9 +45,10 @@ if TYPE_CHECKING:
     from edgepersona.sdk._client import PersonaClient
 
 from edgepersona.sdk._store import EncryptedStore
-from edgepersona.sdk.errors import InputError, RollbackError, StoreCorruptError, TransportError
+from edgepersona.sdk._sync_queue import UNKNOWN_TAG, load_queue, save_queue
+from edgepersona.sdk.errors import InputError, RollbackError, TransportError
 from edgepersona.sdk.protocol.envelope import Contribution, Sealer, day_bucket
-from edgepersona.sdk.protocol.framing import decode_batch, encode_batch
+from edgepersona.sdk.protocol.framing import encode_batch
 
 __all__ = [
     "HttpTransport",
@@ -59,12 +60,7 @@ __all__ = [
 ]
 
 _GLOBAL = EncryptedStore.GLOBAL
-_QUEUE = "sync_queue"
 _SEQUENCE = "sync_sequence"
-_COUNTERS = "sync_counters"
-_TAGS = "sync_queue_tags"  # one keyed subject tag per queued envelope, in queue order
-_TAG_BYTES = 16  # bytes
-_UNKNOWN_TAG = bytes(_TAG_BYTES)  # an envelope queued before tags existed
 
 
 class Transport(Protocol):
@@ -215,15 +211,15 @@ class SyncAgent:
 
     def _load(self) -> tuple[list[bytes], dict[str, int]]:
         """The queued envelopes and the counters (their subject tags go to ``self._tags``)."""
-        queue, tags, counters = _load_queue(self._client._store)  # the agent shares the store
+        queue, tags, counters = load_queue(self._client._store)  # the agent shares the store
         self._tags = dict(zip(queue, tags, strict=True))
         return queue, counters
 
     def _save_records(self, queue: list[bytes], counters: dict[str, int],
                       extra: tuple[tuple[str, bytes], ...] = ()) -> None:
         """Write queue, its tags, counters and any extra global records in one transaction."""
-        tags = [self._tags.get(envelope, _UNKNOWN_TAG) for envelope in queue]
-        _save_queue(self._client._store, queue, tags, counters, extra)
+        tags = [self._tags.get(envelope, UNKNOWN_TAG) for envelope in queue]
+        save_queue(self._client._store, queue, tags, counters, extra)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -335,49 +331,3 @@ class SyncAgent:
             return self._client.update(archive)
         except RollbackError:
             return self._client.runtime.version
-
-
-def _load_queue(store: EncryptedStore) -> tuple[list[bytes], list[bytes], dict[str, int]]:
-    """The queued envelopes, their subject tags (empty when unknown) and the counters."""
-    raw, raw_tags = store.get(_GLOBAL, _QUEUE), store.get(_GLOBAL, _TAGS) or b""
-    counters = store.get(_GLOBAL, _COUNTERS)
-    try:
-        queue = decode_batch(raw) if raw else []
-        parsed = {k: int(v) for k, v in json.loads(counters).items()} if counters else {}
-    except (InputError, ValueError, AttributeError):
-        raise StoreCorruptError("the sync queue record is unreadable; reset the store") from None
-    tags = [raw_tags[i:i + _TAG_BYTES] for i in range(0, len(raw_tags), _TAG_BYTES)]
-    if len(tags) != len(queue):  # queued before tags existed: no subject is known
-        tags = [_UNKNOWN_TAG] * len(queue)
-    return queue, tags, parsed
-
-
-def _save_queue(store: EncryptedStore, queue: list[bytes], tags: list[bytes],
-                counters: dict[str, int], extra: tuple[tuple[str, bytes], ...] = ()) -> None:
-    """Write the queue, its tags, the counters and extra global records in one transaction."""
-    records = [(_GLOBAL, _QUEUE, encode_batch(queue) if queue else b""),
-               (_GLOBAL, _TAGS, b"".join(tags)),
-               (_GLOBAL, _COUNTERS, json.dumps(counters, sort_keys=True).encode())]
-    records += [(_GLOBAL, name, value) for name, value in extra]
-    store.put_many(records)
-
-
-def drop_queued(store: EncryptedStore, tag: bytes) -> int:
-    """Drop every queued envelope of the subject with ``tag`` (``PersonaClient.forget``).
-
-    The caller holds the client's lock, which every agent holds while it edits the queue.
-
-    Args:
-        store: the client's store.
-        tag: the subject's queue tag.
-
-    Returns:
-        How many envelopes were dropped (counted in ``dropped``).
-    """
-    queue, tags, counters = _load_queue(store)
-    kept = [(envelope, t) for envelope, t in zip(queue, tags, strict=True) if t != tag]
-    if len(kept) == len(queue):
-        return 0
-    counters["dropped"] = counters.get("dropped", 0) + len(queue) - len(kept)
-    _save_queue(store, [e for e, _ in kept], [t for _, t in kept], counters)
-    return len(queue) - len(kept)
