@@ -39,7 +39,7 @@ from edgepersona.trainer.privacy.dp_kmeans import (
     declared_scaling,
     fit_dp_kmeans,
 )
-from edgepersona.trainer.privacy.ledger import gaussian_mu
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 
 F64 = npt.NDArray[np.float64]
 EPSILON, DELTA = 1.0, 1e-6

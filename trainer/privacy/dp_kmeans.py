@@ -26,7 +26,7 @@ at c halves R compared with summing uncentred rows of a [0, hi] box. The round i
 mu_t-Gaussian-DP with mu_t^2 = 1/s_c^2 + R^2/s_s^2.
 Rounds compose adaptively as mu^2 = sum of mu_t^2 (Dong, Roth & Su 2022);
 mu = ``gaussian_mu(epsilon, delta)`` is the largest mu whose exact Gaussian
-privacy profile gives (epsilon, delta) (see :mod:`.ledger`, which records the
+privacy profile gives (epsilon, delta) (see :mod:`.accounting`; the ledger records the
 release as rho = mu^2/2 zCDP). Within a round 1/(1 + sqrt(d)) of mu_t^2 goes to
 the counts and the rest to the sums, which carry d coordinates.
 
@@ -73,7 +73,7 @@ import numpy.typing as npt
 from edgepersona.sdk import FeatureSpec, InputError
 from edgepersona.sdk.protocol.manifest import AssignerParams
 from edgepersona.trainer.errors import NotFittedError
-from edgepersona.trainer.privacy.ledger import gaussian_mu
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 
 __all__ = ["DPKMeans", "DeclaredScaling", "PrivacyLeakWarning", "declared_scaling", "fit_dp_kmeans"]
 
