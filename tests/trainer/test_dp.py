@@ -33,13 +33,13 @@ from edgepersona.sdk import Feature, FeatureSpec, InputError
 from edgepersona.sdk.protocol.assign import numpy_assign
 from edgepersona.trainer.errors import NotFittedError
 from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 from edgepersona.trainer.privacy.dp_kmeans import (
     DPKMeans,
     PrivacyLeakWarning,
     declared_scaling,
     fit_dp_kmeans,
 )
-from edgepersona.trainer.privacy.accounting import gaussian_mu
 
 F64 = npt.NDArray[np.float64]
 EPSILON, DELTA = 1.0, 1e-6

@@ -129,14 +129,17 @@ def train(args: argparse.Namespace) -> int:
             spec = _suggest(data, args, table=bool(args.table))
             step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
                  " data-derived bounds; see `edgepersona spec suggest`)")
+        ids: list[str] | None = None  # the Dask engine keeps ids on the cluster (no DP there)
         if args.engine == "dask":
             rows, bad, users = _dask_rows(spec, args, step)
         elif args.events:
             log = read_event_log(data, _columns(args))  # type: ignore[arg-type]
             rows, bad, users = compute_features(log, spec, _time(args.at)), log.bad_rows, log.n_users
+            ids = log.user_keys
         else:
             table = read_feature_table(data, spec)
             rows, bad, users = table.values, table.bad_rows, len(table.values)
+            ids = table.user_keys
         step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
              + (f" ({dict(bad)})" if bad else ""))
         if args.epsilon_sweep:
@@ -147,10 +150,12 @@ def train(args: argparse.Namespace) -> int:
                                k_range=(k_low, k_high), k_min=args.k_min,
                                min_share=args.min_share, seed=args.seed,
                                expires_days=args.expires_days)
-        options = _with_privacy(options, args, data)
+        options = _with_privacy(options, args, ids)
         assert key is not None
-        result = train_bundle(rows, spec, key, options, lineage={"source": data.name,
-                              "users": users}, bad_rows=bad, progress=step)
+        result = train_bundle(rows, spec, key, options, lineage={
+                              "source": args.source or "unlabelled", "users": users},
+                              bad_rows=bad, progress=step,
+                              user_ids=ids)
     out = write_bundle(Path(args.out), result.files, overwrite=args.force)
     if args.zip:
         zip_bundle(result.files, out.with_suffix(".zip"))
@@ -182,23 +187,31 @@ def _dask_rows(spec: FeatureSpec, args: argparse.Namespace, step: Callable[[str]
     return read.rows, read.bad_rows, read.users
 
 
-def _with_privacy(options: TrainOptions, args: argparse.Namespace, data: Path) -> TrainOptions:
-    """Add --epsilon and friends; sets the source's budget on first use (--budget)."""
+def _with_privacy(options: TrainOptions, args: argparse.Namespace,
+                  ids: list[str] | None) -> TrainOptions:
+    """Add --epsilon and friends; gives these people a budget on first use (--budget).
+
+    The budget belongs to the people in the data (a keyed sketch of their ids), so
+    a renamed file or another --source spends from the budget they already have.
+    """
     if args.epsilon is None:
         return options
     if not args.ledger:
         raise InputError("--epsilon needs --ledger PATH: private releases are spent from a ledger")
-    source = args.source or data.name
-    if args.budget:
+    secret = Path(args.ledger_secret) if getattr(args, "ledger_secret", None) else None
+    if args.budget and ids:
         from edgepersona.trainer.privacy.ledger import PrivacyLedger
         from edgepersona.trainer.release.keys import load_signing_key
 
         parts = [float(x) for x in args.budget.split(",")]
-        ledger = PrivacyLedger(Path(args.ledger), load_signing_key(Path(args.key)))
+        ledger = PrivacyLedger(args.ledger, load_signing_key(Path(args.key)), secret=secret)
+        sketch = ledger.sketch(ids)
+        source = ledger.resolve(sketch, args.source)
         if not ledger.status(source).has_budget:
-            ledger.set_budget(source, epsilon=parts[0], delta=parts[1] if len(parts) > 1 else 1e-5)
+            ledger.set_budget(source, epsilon=parts[0], delta=parts[1] if len(parts) > 1 else 1e-5,
+                              sketch=sketch)
     return replace(options, epsilon=args.epsilon, delta=args.delta, iterations=args.iterations,
-                   ledger=Path(args.ledger), source=source)
+                   ledger=args.ledger, source=args.source, ledger_secret=secret)
 
 
 def _sweep(spec: FeatureSpec, users: int, args: argparse.Namespace) -> int:

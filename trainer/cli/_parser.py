@@ -84,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     private.add_argument("--epsilon", type=float, help="fit with (ε, δ)-DP; needs --k and --ledger")
     private.add_argument("--delta", type=float, default=1e-6, help="DP δ (1e-6)")
     private.add_argument("--iterations", type=int, default=3, help="DP-Lloyd rounds (3)")
-    private.add_argument("--ledger", help="privacy budget ledger file (created if missing)")
-    private.add_argument("--source", help="data source whose budget is spent (default: file name)")
+    private.add_argument("--ledger", help="privacy budget ledger: a file (created if missing),"
+                         " sqlite:///PATH.db or a postgresql:// URL")
+    private.add_argument("--ledger-secret", metavar="PATH",
+                         help="source secret for a database ledger (a file ledger keeps it beside)")
+    private.add_argument("--source", help="label for people the ledger does not know yet (default:"
+                         " an opaque label); known people spend from their own budget")
     private.add_argument("--budget", metavar="EPS[,DELTA]",
                          help="give the source this total budget if it has none yet")
     private.add_argument("--epsilon-sweep", metavar="E1,E2,...",
