@@ -20,6 +20,9 @@ def audit(args: argparse.Namespace) -> int:
     from edgepersona.trainer.privacy.audit import build_audit
 
     keys = [Path(k).read_bytes() for k in args.trusted_key]
+    target = Path(args.bundle)
+    if target.is_dir() and not (target / "manifest.json").exists():
+        return _audit_folder(args, keys)
     fairness = _fairness(args, keys) if args.group_column else None
     report = build_audit(args.bundle, trusted_keys=keys,
                          ledger=Path(args.ledger) if args.ledger else None, source=args.source,
@@ -33,6 +36,29 @@ def audit(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         _print(report)
+    return 0 if report["passed"] else 3
+
+
+def _audit_folder(args: argparse.Namespace, keys: list[bytes]) -> int:
+    """A folder of released bundles against the ledger: every private release present, in order."""
+    from edgepersona.trainer.privacy.ledger_audit import audit_releases
+
+    if not args.ledger:
+        raise InputError("auditing a folder of bundles needs --ledger: it checks every private"
+                         " release against the ledger")
+    report = audit_releases(args.bundle, ledger=args.ledger, trusted_keys=keys)
+    if args.json:
+        print_json(report)
+        return 0 if report["passed"] else 3
+    verdict = "[bold green]PASS[/]" if report["passed"] else "[bold red]FAIL[/]"
+    console.print(f"{verdict}  {len(report['bundles'])} bundle(s) against a ledger of"
+                  f" {report['ledger']['entries']} entries")
+    table = Table(title="Automated checks", title_justify="left")
+    for column in ("check", "result", "figure"):
+        table.add_column(column)
+    for c in report["checks"]:
+        table.add_row(c["check"], "pass" if c["passed"] else "[red]FAIL[/]", c["figure"])
+    console.print(table)
     return 0 if report["passed"] else 3
 
 

@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report.report)
 
     audit = sub.add_parser("audit", help="privacy audit of a bundle: integrity, budget, egress, checks")
-    audit.add_argument("bundle", help="bundle folder or .zip")
-    audit.add_argument("--ledger", help="privacy budget ledger to verify and summarise")
+    audit.add_argument("bundle", help="bundle folder or .zip, or a folder of released bundles"
+                       " (checked against --ledger: every private release present, in order)")
+    audit.add_argument("--ledger", help="privacy budget ledger (file, sqlite:/// or postgresql:// URL)"
+                       " to verify, summarise and hold to each release's recorded head")
     audit.add_argument("--source", help="only this ledger source")
     audit.add_argument("--db", help="collector database URL, to list what it stores")
     audit.add_argument("--data", help="event log for the fairness table (with --group-column)")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgepersona.sdk import DEFAULT_EPOCH_PERIOD_S, Manifest, PersonaRuntime, Pseudonymizer
+from edgepersona.sdk import DEFAULT_EPOCH_PERIOD_S, Manifest, PersonaError, PersonaRuntime, Pseudonymizer
 from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.sdk.protocol.envelope import (
     Contribution,
@@ -237,6 +237,20 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"check": c, "passed": bool(ok), "figure": str(f)} for c, ok, f in checks]
 
 
+def _release_checks(m: Manifest, ledger: Path | None, trusted: TrustedKeys) -> list[dict[str, Any]]:
+    """Is this private release in the ledger, and is the ledger not behind it (see ledger_audit)?"""
+    if ledger is None or m.privacy.epsilon is None:
+        return []
+    from edgepersona.trainer.privacy.ledger_audit import load_ledger_view, release_checks
+
+    try:
+        view = load_ledger_view(ledger, trusted)
+    except PersonaError:  # reported by the budget check; these fail with it
+        return [{"check": "release recorded in the ledger", "passed": False,
+                 "figure": "the ledger does not verify"}]
+    return release_checks(m, view)
+
+
 def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Path | None = None,
                 source: str | None = None, db: str | None = None,
                 fairness: Mapping[str, Any] | None = None,
@@ -270,6 +284,6 @@ def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Pa
         "personas": [{"id": c.id, "name": c.name, "share": c.share} for c in m.personas],
         "fairness": dict(fairness) if fairness else None,
     }
-    report["checks"] = _checks(report)
+    report["checks"] = _checks(report) + _release_checks(m, ledger, trusted)
     report["passed"] = all(c["passed"] for c in report["checks"])
     return report
