@@ -137,9 +137,10 @@ def train(args: argparse.Namespace) -> int:
             rows, bad, users = compute_features(log, spec, _time(args.at)), log.bad_rows, log.n_users
             ids = log.user_keys
         else:
-            table = read_feature_table(data, spec)
+            private = args.epsilon is not None  # a private release needs the people's ids
+            table = read_feature_table(data, spec, args.user_col if private else None)
             rows, bad, users = table.values, table.bad_rows, len(table.values)
-            ids = table.user_keys
+            ids = table.user_keys if private else None
         step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
              + (f" ({dict(bad)})" if bad else ""))
         if args.epsilon_sweep:
