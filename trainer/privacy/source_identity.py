@@ -58,7 +58,7 @@ U64 = npt.NDArray[np.uint64]
 _SECRET_BYTES = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SourceSketch:
     """The smallest keyed hashes of a set of user ids (sorted, distinct, at most SKETCH_SIZE).
 
