@@ -11,11 +11,12 @@ import numpy.typing as npt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgepersona.sdk import ModelIntegrityError, PersonaRuntime
+from edgepersona.sdk import FeatureSpec, ModelIntegrityError, PersonaRuntime
 from edgepersona.trainer.cli import main
 from edgepersona.trainer.privacy.audit import build_audit, fairness_table
 from edgepersona.trainer.privacy.ledger import PrivacyLedger
 from edgepersona.trainer.release.export import write_bundle
+from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 SECTIONS = {"schema_version", "audited_at", "integrity", "lineage", "privacy", "egress",
             "pseudonymisation", "storage", "personas", "fairness", "checks", "passed"}
@@ -76,3 +77,34 @@ def test_cli_audit_json_and_exit_code(bundle_dir: Path, signing_keys: object,
     assert main(["audit", str(bundle_dir), "--trusted-key", public, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == SECTIONS
+
+
+def test_a_private_bundle_is_held_to_the_ledger_head_it_recorded(
+        bundle_training_rows: npt.NDArray[np.float64], bundle_spec: FeatureSpec,
+        signing_key: Ed25519PrivateKey, public_key: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    ids = [f"user-{i}" for i in range(len(bundle_training_rows))]
+    options = TrainOptions(model_id="private", k=3, k_min=5, seed=1, epsilon=1.0, ledger=path)
+    ledger = PrivacyLedger(path, signing_key)
+    ledger.set_budget("crm", epsilon=3.0, delta=1e-5, sketch=ledger.sketch(ids))
+    result = train_bundle(bundle_training_rows, bundle_spec, signing_key, options,
+                          lineage={}, user_ids=ids)
+    lineage = result.manifest.lineage
+    assert (lineage["source"], lineage["ledger_seq"]) == ("crm", 1)
+    assert lineage["ledger_id"] == ledger.ledger_id and lineage["ledger_head"] == ledger.head[1]
+    bundle = write_bundle(tmp_path / "bundle", result.files)
+    names = {"release recorded in the ledger", "ledger not behind the release"}
+
+    def failing() -> set[str]:
+        report = build_audit(bundle, trusted_keys=[public_key], ledger=path)
+        return {c["check"] for c in report["checks"] if not c["passed"]} & names
+
+    assert failing() == set()
+    kept = path.read_bytes()
+    path.write_bytes(kept[:kept.rstrip(b"\n").rfind(b"\n") + 1])  # the last line dropped
+    assert failing() == names
+    path.unlink()  # a new ledger: another id, the same length
+    fresh = PrivacyLedger(path, signing_key)
+    fresh.set_budget("crm", epsilon=3.0, delta=1e-5)
+    fresh.spend("crm", epsilon=1.0, delta=1e-6, note="private v1")
+    assert failing() == {"release recorded in the ledger"}
