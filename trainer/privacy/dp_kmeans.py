@@ -65,13 +65,13 @@ import math
 import secrets
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import FeatureSpec, InputError
 from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.trainer.engines.estimator import EstimatorParams
 from edgepersona.trainer.errors import NotFittedError
 from edgepersona.trainer.privacy.accounting import gaussian_mu
 
@@ -80,8 +80,6 @@ __all__ = ["DPKMeans", "DeclaredScaling", "PrivacyLeakWarning", "declared_scalin
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Seed = int | np.random.Generator | None
-_PARAMS = ("n_clusters", "epsilon", "delta", "bounds", "iterations", "tree_levels", "k_min",
-           "random_state")
 
 
 class PrivacyLeakWarning(UserWarning):
@@ -197,7 +195,7 @@ def fit_dp_kmeans(z: F64, k: int, *, epsilon: float, delta: float, iterations: i
     return model._fit_all(z)[0]
 
 
-class DPKMeans:
+class DPKMeans(EstimatorParams):
     """Differentially private k-means following scikit-learn's estimator conventions.
 
     Args:
@@ -223,35 +221,6 @@ class DPKMeans:
         self.tree_levels = tree_levels
         self.k_min = k_min
         self.random_state = random_state
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn's ``clone`` and grid searches use this).
-
-        Args:
-            deep: unused (no nested estimators).
-
-        Returns:
-            Parameter name to value.
-        """
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params: Any) -> DPKMeans:
-        """Set constructor parameters.
-
-        Args:
-            **params: parameter name to value.
-
-        Returns:
-            self.
-
-        Raises:
-            InputError: an unknown parameter.
-        """
-        for name, value in params.items():
-            if name not in _PARAMS:
-                raise InputError(f"unknown parameter {name!r}; expected one of {', '.join(_PARAMS)}")
-            setattr(self, name, value)
-        return self
 
     def fit(self, X: F64, y: object = None) -> DPKMeans:  # noqa: N803 - scikit-learn's name
         """Fit centroids with (epsilon, delta)-DP.

@@ -119,9 +119,10 @@ def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, k
             raise InputError("a private release needs the user ids (user_ids=...): the budget"
                              " is found from who is in the data, not from a name")
         return _train_private(rows, spec, key, options, user_ids, created, note)
-    model = PersonaKMeans(spec, n_clusters=options.k, k_range=options.k_range,
-                          k_min=options.k_min, min_share=options.min_share, seed=options.seed,
-                          stability_rounds=options.stability_rounds).fit(rows, note)
+    model = PersonaKMeans(spec=spec, n_clusters=options.k, k_range=options.k_range,
+                          k_min=options.k_min, min_share=options.min_share,
+                          random_state=options.seed,
+                          stability_rounds=options.stability_rounds).fit(rows, progress=note)
     cards = cards_from_stats(spec, *model.profile_)
     note("persona cards written")
     metrics = model.metrics_
