@@ -361,7 +361,7 @@ def _noisy_stats(x: F64, cells: I64, m: int, mu2: float, rng: np.random.Generato
     """One round over a public partition (the tree's cells): exact count and sum per cell, noised."""
     counts = np.bincount(cells, minlength=m).astype(np.float64)
     sums = np.stack([np.bincount(cells, weights=column, minlength=m)
-                     for column in np.ascontiguousarray(x.T)], axis=1)
+                     for column in np.ascontiguousarray(x.T)], axis=1).astype(np.float64, copy=False)
     return _noisy_release(ClusterStats(counts, sums, 0.0), mu2, rng, half)
 
 
