@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from pathlib import Path
 
@@ -117,3 +118,43 @@ def test_the_ledger_charges_every_budget_the_people_have(tmp_path: Path) -> None
     assert ledger.status("crm").releases == 2 and ledger.status(label).releases == 2
     with pytest.raises(BudgetExceededError):
         ledger.check(label, epsilon=0.9, delta=1e-6, sketch=both)
+
+
+GROUPS = {name: [f"{name}-{i}" for i in range(300)] for name in ("north", "south", "east")}
+RELEASE = st.tuples(
+    st.sets(st.sampled_from(sorted(GROUPS)), min_size=1),  # whose data it is
+    st.floats(0.3, 1.0),                                    # share of each group's users in it
+    st.sampled_from(["crm.csv", "copy.csv", "other-name", None]),  # the name it arrives under
+    st.floats(0.2, 1.0),                                    # its ε
+    st.randoms(use_true_random=False))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(RELEASE, min_size=1, max_size=8))
+def test_no_name_lets_the_same_people_lose_more_than_their_budget(
+        releases: list[tuple[set[str], float, str | None, float, object]]) -> None:
+    # Every release goes the way the CLI sends it (resolve, a budget of ε=1 on first use,
+    # spend); whatever names are used, each group's accepted releases compose within ε=1.
+    import tempfile
+
+    from edgepersona.trainer.privacy.accounting import gaussian_epsilon, gaussian_mu
+
+    spent: dict[str, list[float]] = {name: [] for name in GROUPS}
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = PrivacyLedger(Path(folder) / "budget.ledger", KEY)
+        for groups, share, label, epsilon, rng in releases:
+            ids = [user for g in sorted(groups) for user in GROUPS[g][:int(300 * share)]]
+            rng.shuffle(ids)  # type: ignore[attr-defined]
+            sketch = ledger.sketch(ids)
+            source = ledger.resolve(sketch, label)
+            if not ledger.status(source).has_budget:
+                ledger.set_budget(source, epsilon=1.0, delta=1e-5, sketch=sketch)
+            try:
+                ledger.spend(source, epsilon=epsilon, delta=1e-6, sketch=sketch)
+            except BudgetExceededError:
+                continue
+            for g in groups:
+                spent[g].append(epsilon)
+    for g, epsilons in spent.items():
+        mu = math.sqrt(sum(gaussian_mu(e, 1e-6) ** 2 for e in epsilons))
+        assert gaussian_epsilon(mu, 1e-5) <= 1.0 + 1e-9, (g, epsilons)
