@@ -12,13 +12,18 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgepersona.sdk import ModelIntegrityError
+from edgepersona.sdk import FeatureSpec, ModelIntegrityError
 from edgepersona.trainer.errors import BudgetExceededError
 from edgepersona.trainer.privacy.ledger import PrivacyLedger, read_ledger
+from edgepersona.trainer.privacy.ledger_audit import audit_releases
+from edgepersona.trainer.release.export import write_bundle
+from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "collector"))
 from postgres_testkit import fresh_schema, run_sql
@@ -135,3 +140,26 @@ def test_concurrent_spends_never_overspend(where: str, tmp_path: Path) -> None:
     assert status.releases == outcomes.count("spent") and status.fits()
     assert outcomes.count("spent") == 2 and outcomes.count("refused") == 6
     assert [e["seq"] for e in read_ledger(where, KEY.public_key())[0]] == list(range(status.releases + 1))
+
+
+def test_a_release_spent_from_a_database_ledger_passes_its_audit_and_no_other(
+        where: str, tmp_path: Path, bundle_training_rows: npt.NDArray[np.float64],
+        bundle_spec: FeatureSpec, signing_key: Ed25519PrivateKey, public_key: bytes) -> None:
+    ids = [f"user-{i}" for i in range(len(bundle_training_rows))]
+    secret = tmp_path / "source.key"
+    ledger = PrivacyLedger(where, signing_key, secret=secret)
+    ledger.set_budget("crm", epsilon=2.0, delta=1e-5, sketch=ledger.sketch(ids))
+    options = TrainOptions(model_id="private", k=3, k_min=5, seed=2, epsilon=1.0, ledger=where,
+                           ledger_secret=secret)
+    result = train_bundle(bundle_training_rows, bundle_spec, signing_key, options, lineage={},
+                          user_ids=ids)
+    write_bundle(tmp_path / "released" / "v1", result.files)
+    report = audit_releases(tmp_path / "released", ledger=where, trusted_keys=[public_key])
+    assert report["passed"], report
+    other = PrivacyLedger(tmp_path / "other.ledger", signing_key)
+    other.set_budget("crm", epsilon=2.0, delta=1e-5)
+    other.spend("crm", epsilon=1.0, delta=1e-6, note="private v1")
+    swapped = audit_releases(tmp_path / "released", ledger=tmp_path / "other.ledger",
+                             trusted_keys=[public_key])
+    assert not swapped["passed"]
+    assert not swapped["bundles"][0]["checks"][0]["passed"]

@@ -457,8 +457,11 @@ def read_ledger_chain(where: str | os.PathLike[str], public: Ed25519PublicKey
         ModelIntegrityError: an entry is edited, reordered or missing in the middle.
         InputError: the file does not exist.
     """
-    if source_secret_path(where) is not None and not Path(where).exists():
-        raise InputError(f"no privacy ledger at {Path(where).name}")
+    text = os.fspath(where)
+    file = Path(text[len("sqlite:///"):]) if text.startswith("sqlite:///") else \
+        None if source_secret_path(text) is None else Path(text)
+    if file is not None and not file.exists():
+        raise InputError(f"no privacy ledger at {file.name}")
     contents = _parse(open_store(where).read(), public)
     return contents.entries, contents.hashes
 

@@ -241,7 +241,9 @@ class PostgresStore:
         self._url = url
         with self._connect() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('edgepersona.privacy_ledger'))")
-            conn.execute(_POSTGRES_SCHEMA.encode())
+            row = conn.execute("SELECT to_regclass('privacy_ledger')").fetchone()
+            if row is None or row[0] is None:  # an auditor's read-only role never runs DDL
+                conn.execute(_POSTGRES_SCHEMA.encode())
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
         """A connection, or one clear error without the URL."""
