@@ -111,7 +111,11 @@ def release_record(m: Manifest) -> ReleaseRecord | None:
 
 
 def release_checks(m: Manifest, view: LedgerView) -> list[Check]:
-    """The two per-release checks of the module docstring (none for a non-private bundle).
+    """The per-release checks of the module docstring (none for a non-private bundle).
+
+    A manifest with no head of its own (a private refit, which is spent after it is
+    signed, or one that carries an earlier version's note) is matched to a spend by
+    model, version, ε and δ; the "not behind" check then has nothing to compare.
 
     Args:
         m: a verified manifest.
@@ -123,9 +127,11 @@ def release_checks(m: Manifest, view: LedgerView) -> list[Check]:
     if m.privacy.epsilon is None:
         return []
     record = release_record(m)
-    if record is None:
-        return [_check("release recorded in the ledger", False,
-                       "the manifest records no ledger head")]
+    if record is None or (record.ledger_id is None and not _own_spend(m, view, record.seq)):
+        seq = _matching_spend(m, view)
+        return [_check("release recorded in the ledger", seq is not None,
+                       f"entry {seq}, matched by model, version, ε and δ (no head of its own)"
+                       if seq is not None else "no spend of this model version in the ledger")]
     length = len(view.entries)
     behind = record.seq >= length
     present, figure = False, f"ledger ends at entry {length - 1}; release spent at {record.seq}"
@@ -133,16 +139,28 @@ def release_checks(m: Manifest, view: LedgerView) -> list[Check]:
         figure = (f"release spent from ledger {record.ledger_id[:12]}…, this is"
                   f" {(view.ledger_id or 'an empty ledger')[:12]}…")
     elif not behind:
-        entry, digest = view.entries[record.seq], view.hashes[record.seq]
-        present = (digest == record.head and entry.get("kind") == "spend"
-                   and entry.get("note") == f"{m.model_id} v{m.version}"
-                   and entry.get("epsilon") == m.privacy.epsilon
-                   and entry.get("delta") == m.privacy.delta)
+        digest = view.hashes[record.seq]
+        present = digest == record.head and _own_spend(m, view, record.seq)
         figure = (f"entry {record.seq} ({digest[:12]}…)" if present else
                   f"entry {record.seq} is not this release's spend (recorded {record.head[:12]}…)")
     return [_check("release recorded in the ledger", present, figure),
             _check("ledger not behind the release", not behind,
                    f"ledger holds {length} entries; release recorded entry {record.seq}")]
+
+
+def _own_spend(m: Manifest, view: LedgerView, seq: int) -> bool:
+    """Whether entry ``seq`` is a spend of this model version at its (ε, δ)."""
+    if not 0 <= seq < len(view.entries):
+        return False
+    entry = view.entries[seq]
+    return bool(entry.get("kind") == "spend" and entry.get("note") == f"{m.model_id} v{m.version}"
+                and entry.get("epsilon") == m.privacy.epsilon and entry.get("delta") == m.privacy.delta)
+
+
+def _matching_spend(m: Manifest, view: LedgerView) -> int | None:
+    """The last spend of this model version at its (ε, δ), if any."""
+    found = [seq for seq in range(len(view.entries)) if _own_spend(m, view, seq)]
+    return found[-1] if found else None
 
 
 def _check(name: str, passed: bool, figure: str) -> Check:
@@ -166,10 +184,13 @@ def _one(path: Path, folder: Path, keys: Sequence[bytes], view: LedgerView, now:
         return {"bundle": name, "checks": [_check("bundle verifies with a trusted key", False,
                                                   "signature, digest or expiry check failed")]}
     record = release_record(m)
-    return {"bundle": name, "model_id": m.model_id, "version": m.version,
-            "private": m.privacy.epsilon is not None, "epsilon": m.privacy.epsilon,
-            "delta": m.privacy.delta, "source": record.source if record else None,
-            "ledger_seq": record.seq if record else None, "checks": release_checks(m, view)}
+    private = m.privacy.epsilon is not None
+    seq = record.seq if record and (record.ledger_id or _own_spend(m, view, record.seq)) else \
+        _matching_spend(m, view) if private else None
+    return {"bundle": name, "model_id": m.model_id, "version": m.version, "private": private,
+            "epsilon": m.privacy.epsilon, "delta": m.privacy.delta,
+            "source": record.source if record else None, "ledger_seq": seq,
+            "checks": release_checks(m, view)}
 
 
 def _order(bundles: list[dict[str, Any]]) -> Check:
