@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import FeatureSpec, ModelIntegrityError
 from edgepersona.trainer.errors import BudgetExceededError
+from edgepersona.trainer.privacy.audit import build_audit
 from edgepersona.trainer.privacy.ledger import PrivacyLedger, read_ledger
 from edgepersona.trainer.privacy.ledger_audit import audit_releases
 from edgepersona.trainer.release.export import write_bundle
@@ -156,6 +157,8 @@ def test_a_release_spent_from_a_database_ledger_passes_its_audit_and_no_other(
     write_bundle(tmp_path / "released" / "v1", result.files)
     report = audit_releases(tmp_path / "released", ledger=where, trusted_keys=[public_key])
     assert report["passed"], report
+    single = build_audit(tmp_path / "released" / "v1", trusted_keys=[public_key], ledger=where)
+    assert single["passed"] and single["privacy"]["ledger"]["entries"] == 2
     other = PrivacyLedger(tmp_path / "other.ledger", signing_key)
     other.set_budget("crm", epsilon=2.0, delta=1e-5)
     other.spend("crm", epsilon=1.0, delta=1e-6, note="private v1")

@@ -55,7 +55,7 @@ def audit(args: argparse.Namespace) -> int:
         return _audit_folder(args, keys)
     fairness = _fairness(args, keys) if args.group_column else None
     report = build_audit(args.bundle, trusted_keys=keys,
-                         ledger=Path(args.ledger) if args.ledger else None, source=args.source,
+                         ledger=args.ledger or None, source=args.source,
                          db=args.db, fairness=fairness)
     if args.html:
         from edgepersona.trainer.cli._report import write_text_atomic

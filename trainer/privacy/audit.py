@@ -84,7 +84,8 @@ def _privacy(m: Manifest, ledger: Mapping[str, Any] | None) -> dict[str, Any]:
             "bounds_source": p.bounds_source, "ledger": dict(ledger) if ledger else None}
 
 
-def _ledger(path: Path | None, trusted: TrustedKeys, source: str | None) -> dict[str, Any] | None:
+def _ledger(path: str | Path | None, trusted: TrustedKeys, source: str | None
+            ) -> dict[str, Any] | None:
     """Budget status per source, verified against a trusted key."""
     if path is None:
         return None
@@ -237,7 +238,8 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"check": c, "passed": bool(ok), "figure": str(f)} for c, ok, f in checks]
 
 
-def _release_checks(m: Manifest, ledger: Path | None, trusted: TrustedKeys) -> list[dict[str, Any]]:
+def _release_checks(m: Manifest, ledger: str | Path | None, trusted: TrustedKeys
+                    ) -> list[dict[str, Any]]:
     """Is this private release in the ledger, and is the ledger not behind it (see ledger_audit)?"""
     if ledger is None or m.privacy.epsilon is None:
         return []
@@ -251,7 +253,8 @@ def _release_checks(m: Manifest, ledger: Path | None, trusted: TrustedKeys) -> l
     return release_checks(m, view)
 
 
-def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Path | None = None,
+def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes],
+                ledger: str | Path | None = None,
                 source: str | None = None, db: str | None = None,
                 fairness: Mapping[str, Any] | None = None,
                 now: datetime | None = None) -> dict[str, Any]:
@@ -260,7 +263,7 @@ def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Pa
     Args:
         bundle: the bundle folder or archive.
         trusted_keys: public keys the bundle (and ledger) must be signed with.
-        ledger: the privacy budget ledger, if any.
+        ledger: the privacy budget ledger (a file, or a sqlite:/// or postgresql:// URL), if any.
         source: only this ledger source (default: all).
         db: the collector's database URL, to list what it stores.
         fairness: a precomputed :func:`fairness_table`, if a group column was given.
