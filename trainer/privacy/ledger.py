@@ -292,8 +292,8 @@ class PrivacyLedger:
             InputError: a database ledger was opened without ``secret``.
         """
         if self._secret_path is None:
-            raise InputError("a database ledger needs a source secret file: pass secret=PATH"
-                             " (the CLI keeps it in the signing key folder)")
+            raise InputError("a database ledger needs a source secret file: pass --ledger-secret"
+                             " PATH (secret=PATH in Python); keep it as safe as the signing key")
         return load_source_secret(self._secret_path)
 
     def resolve(self, sketch: SourceSketch, label: str | None = None) -> str:
