@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepersona.sdk import Manifest, PersonaError, PersonaRuntime
-from edgepersona.sdk.protocol.signing import TrustedKeys
+from edgepersona.sdk.protocol.trust import TrustedKeys
 from edgepersona.trainer.privacy.ledger import read_ledger_chain, summarise
 
 __all__ = ["LEDGER_AUDIT_SCHEMA_VERSION", "LedgerView", "ReleaseRecord", "audit_releases",
