@@ -177,7 +177,7 @@ def test_killed_collector_counts_every_acknowledged_contribution_exactly_once(
                                                     c.aggregate.sumsq.tolist())
                   for c in store.daily_aggregates(1)}
         assert stored == exact_cells(items), "the aggregates are not the sums of the distinct contributions"
-        assert store.ledger_size() == len(items)
+        assert store.dedupe_size() == len(items)
     finally:
         store.close()
     assert all(s.count("accepted") <= 1 and all(a == "duplicate" for a in s[1:]) for s in answers.values())

@@ -232,7 +232,7 @@ def test_killed_flushes_deliver_every_contribution_exactly_once(
             committed = int(client._store.get(EncryptedStore.GLOBAL, _SEQUENCE) or b"0")
     counts = app.state.collector.counts()
     total = sum(cell.count for cell in aggregates.aggregates(1).values())
-    assert total == aggregates.ledger_size() == counts["accepted"] == committed >= max(queued)
+    assert total == aggregates.dedupe_size() == counts["accepted"] == committed >= max(queued)
     aggregates.close()
     budget.check()
     report("flush", budget, landed)

@@ -195,5 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="days a contribution stays acceptable and deduplicated (7)")
     serve.add_argument("--max-body-bytes", type=int, default=65_536,
                        help="largest sync request body in bytes (65536)")
+    serve.add_argument("--pseudonym-daily-quota", type=int, default=4, metavar="N",
+                       help="contributions accepted per pseudonym, model version and day (4; 0: no quota)")
+    serve.add_argument("--k-min", type=int, default=None, metavar="N",
+                       help="roll closed day cells below N contributions forward"
+                            " (default: each bundle's k-min)")
+    serve.add_argument("--require-admission", action="append", default=[], metavar="PUBLIC_KEY",
+                       help="require admission tokens signed by this app-backend Ed25519 public key"
+                            " (PEM file; repeat during a key rotation)")
     serve.set_defaults(handler=_serve.serve)
     return root

@@ -44,20 +44,25 @@ def serve(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
-    from edgepersona.trainer.collector import CollectorConfig, create_app, open_store
+    from edgepersona.trainer.collector import CollectorConfig, Ed25519Admission, create_app, open_store
 
     key = _read_key(Path(args.collector_key))
+    admission = (Ed25519Admission([Path(k).read_bytes() for k in args.require_admission],
+                                  app_id=args.app_id) if args.require_admission else None)
     config = CollectorConfig(app_id=args.app_id, bundles_dir=Path(args.bundles),
                              replay_window_days=args.replay_window_days,
-                             max_body_bytes=args.max_body_bytes)
+                             max_body_bytes=args.max_body_bytes,
+                             pseudonym_daily_quota=args.pseudonym_daily_quota or None,
+                             k_min=args.k_min, admission=admission)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = open_store(args.db)
     try:
         app = create_app(config, collector_private_key=key, store=store)
         versions = sorted(app.state.collector.accepted_versions())
         logging.getLogger("edgepersona.trainer.collector").info(
-            "collector for app id %r: accepting model versions %s; listening on http://%s:%d",
-            config.app_id, versions or "none yet", args.host, args.port)
+            "collector for app id %r: accepting model versions %s; admission %s; listening on"
+            " http://%s:%d", config.app_id, versions or "none yet",
+            "required" if admission is not None else "open", args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, server_header=False)
     finally:
         store.close()

@@ -85,7 +85,8 @@ class MetricsResponse(BaseModel):
     accepted: int = Field(ge=0, description="envelopes added to the aggregates")
     duplicate: int = Field(ge=0, description="replays acknowledged again, not counted")
     rejected: dict[str, int] = Field(description="rejected envelopes and refused bodies by reason")
-    ledger_keys: int = Field(ge=0, description="dedupe ledger keys currently held")
+    ledger_keys: int = Field(ge=0, description="dedupe keys currently held (the field keeps its"
+                                               " first name for existing dashboards)")
     accepted_versions: list[int] = Field(description="model versions accepted in sync now")
 
 

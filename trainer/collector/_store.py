@@ -18,7 +18,7 @@ from edgepersona.sdk import InputError
 from edgepersona.trainer.collector._aggregates import AggregateStore
 from edgepersona.trainer.collector._sqlite import SqliteAggregateStore
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "small_cells_at_rest"]
 
 _SQLITE_PREFIX = "sqlite:///"
 
@@ -54,3 +54,28 @@ def open_store(url: str) -> AggregateStore:
     raise InputError(f"unsupported database URL scheme {scheme!r} (URL not shown: it may hold a"
                      " password); expected sqlite:///PATH, sqlite:////abs/path.db or"
                      " postgresql://user:password@host:port/database")
+
+
+def small_cells_at_rest(url: str, k_min: int) -> list[tuple[int, int, int, int]]:
+    """Closed aggregate cells below ``k_min`` in a collector database (the audit's check).
+
+    A closed cell is one whose day is below the store's purge horizon: no
+    contribution of it can arrive any more. The collector rolls such cells
+    forward once a day; one that remains isolates too few contributions.
+
+    Args:
+        url: The collector's database URL.
+        k_min: The release's k-min.
+
+    Returns:
+        (model version, persona index, day bucket, count) of each small closed cell.
+
+    Raises:
+        InputError: The URL is unusable or the server cannot be reached.
+        SchemaError: The database's schema is newer than this code knows.
+    """
+    store = open_store(url)
+    try:
+        return store.small_closed_cells(k_min)
+    finally:
+        store.close()
