@@ -44,8 +44,8 @@ from edgepersona.trainer.collector import (
     Increment,
     SqliteAggregateStore,
     create_app,
-    encode_batch,
     dedupe_key,
+    encode_batch,
     open_store,
 )
 from edgepersona.trainer.collector._postgres import PostgresAggregateStore
