@@ -53,7 +53,7 @@ from edgepersona.sdk.protocol.envelope import Opener
 from edgepersona.trainer.collector._admission import Admission, AdmissionCheck
 from edgepersona.trainer.collector._aggregates import AddResult, AggregateStore, Increment
 from edgepersona.trainer.collector._bundles import BundleShelf, ModelShape
-from edgepersona.trainer.collector._consistency import consistent_persona
+from edgepersona.trainer.collector._consistency import consistent_persona, consistent_personas
 from edgepersona.trainer.collector._framing import FramingError, split_body
 from edgepersona.trainer.collector._outcomes import Outcome
 
@@ -317,7 +317,8 @@ class Collector:
         oldest, newest = today - self._config.replay_window_days + 1, today + 1
         accepted = self.accepted_versions()
         self._roll_up_once_a_day(accepted, today, oldest)
-        judged = [self._judge(envelope, accepted, oldest, newest) for envelope in envelopes]
+        judged = self._consistent([self._judge(envelope, accepted, oldest, newest)
+                                   for envelope in envelopes], accepted)
         if admission is not None and admission.quota is not None:
             judged = self._charge(judged, admission)
         increments = [item for item in judged if isinstance(item, Increment)]
@@ -326,6 +327,24 @@ class Collector:
                          for item in judged)
         self._count(outcomes, batch=batch)
         return IngestReport(outcomes, batch)
+
+    def _consistent(self, judged: list[Outcome | Increment],
+                    accepted: Mapping[int, ModelShape | None]) -> list[Outcome | Increment]:
+        """Refuse increments whose persona does not follow from their features (one pass per version)."""
+        if not self._config.consistency_check:
+            return judged
+        verdicts: dict[int, bool] = {}
+        for version, shape in accepted.items():
+            if shape is None or shape.assigner is None:
+                continue
+            at = [i for i, item in enumerate(judged)
+                  if isinstance(item, Increment) and item.model_version == version]
+            rows = [judged[i] for i in at]
+            verdicts.update(zip(at, consistent_personas(
+                shape.assigner, [r.features for r in rows if isinstance(r, Increment)],
+                [r.persona_index for r in rows if isinstance(r, Increment)]), strict=True))
+        return [Outcome.INCONSISTENT_PERSONA if not verdicts.get(i, True) else item
+                for i, item in enumerate(judged)]
 
     def _admit(self, token: str | None, now: float) -> Admission | None:
         """The request's admission (None when no check is configured); refuses it otherwise."""
@@ -381,7 +400,7 @@ class Collector:
             return Outcome.UNKNOWN_MODEL_VERSION
         rejection = check_contribution(contribution, accepted[contribution.model_version],
                                        oldest_day=oldest, newest_day=newest,
-                                       consistency=self._config.consistency_check)
+                                       consistency=False)  # checked per batch by _consistent
         if rejection is not None:
             return rejection
         quota = self._config.pseudonym_daily_quota

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from edgepersona.sdk.protocol.assign import numpy_assign
 from edgepersona.sdk.protocol.manifest import AssignerParams
 
-__all__ = ["RELATIVE_TOLERANCE", "consistent_persona", "nearest_personas"]
+__all__ = ["RELATIVE_TOLERANCE", "consistent_persona", "consistent_personas", "nearest_personas"]
 
 RELATIVE_TOLERANCE: Final = 1e-4  # float32 assignment is exact to ~1e-6 relative; 100x margin
 _ABSOLUTE_TOLERANCE: Final = 1e-9
@@ -44,13 +45,38 @@ def nearest_personas(params: AssignerParams, features: Sequence[float]) -> froze
     Returns:
         The nearest persona and any other within the tolerance of it.
     """
-    row = np.array([features], dtype=np.float64)
+    near = _near(params, np.array([features], dtype=np.float64))
+    return frozenset(int(k) for k in np.flatnonzero(near[0]))
+
+
+def consistent_personas(params: AssignerParams, features: Sequence[Sequence[float]],
+                        persona_indices: Sequence[int]) -> list[bool]:
+    """:func:`consistent_persona` for many contributions of one model version at once.
+
+    One vectorised assignment for the whole batch: the per-call overhead of the
+    reference maths is paid once, not per envelope.
+
+    Args:
+        params: The signed assigner parameters of the contributions' model version.
+        features: One model-space feature row per contribution, within bounds.
+        persona_indices: The persona each contribution claims (valid indices).
+
+    Returns:
+        One verdict per contribution, in order.
+    """
+    if not len(features):
+        return []
+    near = _near(params, np.array(features, dtype=np.float64))
+    return [bool(near[row, persona]) for row, persona in enumerate(persona_indices)]
+
+
+def _near(params: AssignerParams, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Per row and persona: whether the persona is within the tolerance of the nearest one."""
     mask = np.asarray(params.log1p, dtype=bool)
-    row[:, mask] = np.expm1(row[:, mask])
-    _, _, distances = numpy_assign(params, row)
-    nearest = float(distances[0].min())
-    limit = nearest * (1.0 + RELATIVE_TOLERANCE) + _ABSOLUTE_TOLERANCE
-    return frozenset(int(k) for k in np.flatnonzero(distances[0] <= limit))
+    rows[:, mask] = np.expm1(rows[:, mask])
+    _, _, distances = numpy_assign(params, rows)
+    nearest = distances.min(axis=1, keepdims=True)
+    return np.asarray(distances <= nearest * (1.0 + RELATIVE_TOLERANCE) + _ABSOLUTE_TOLERANCE)
 
 
 def consistent_persona(params: AssignerParams, features: Sequence[float], persona_index: int) -> bool:
