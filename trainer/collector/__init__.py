@@ -55,7 +55,11 @@ from edgepersona.trainer.collector._collector import (
     dedupe_key,
     quota_keys,
 )
-from edgepersona.trainer.collector._consistency import consistent_persona, nearest_personas
+from edgepersona.trainer.collector._consistency import (
+    consistent_persona,
+    consistent_personas,
+    nearest_personas,
+)
 from edgepersona.trainer.collector._framing import BATCH_MAGIC, FramingError, encode_batch, split_body
 from edgepersona.trainer.collector._loopback import LoopbackServer
 from edgepersona.trainer.collector._outcomes import EnvelopeStatus, Outcome
@@ -89,6 +93,7 @@ __all__ = [
     "SqliteAggregateStore",
     "check_contribution",
     "consistent_persona",
+    "consistent_personas",
     "create_app",
     "dedupe_key",
     "encode_batch",

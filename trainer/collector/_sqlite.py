@@ -233,18 +233,16 @@ class SqliteAggregateStore(SummedAggregates):
         return AddResult.ADDED
 
     def _take_slot(self, increment: Increment) -> bool:
-        """Take the first free quota slot of the increment (True if there is no quota)."""
+        """Take the first free quota slot of the increment, in one statement (True if no quota)."""
         if not increment.quota_keys:
             return True
-        marks = ", ".join("?" * len(increment.quota_keys))
-        taken = {bytes(row[0]) for row in self._conn.execute(
-            f"SELECT slot_key FROM quota_slots WHERE slot_key IN ({marks})",  # noqa: S608 - only ?s
-            increment.quota_keys)}
-        free = next((key for key in increment.quota_keys if key not in taken), None)
-        if free is None:
-            return False
-        self._conn.execute("INSERT INTO quota_slots VALUES (?, ?)", (free, increment.day_bucket))
-        return True
+        slots = ", ".join("(?, ?)" for _ in increment.quota_keys)
+        statement = (f"WITH slot (key, rank) AS (VALUES {slots})"  # noqa: S608 - only markers
+                     " INSERT INTO quota_slots (slot_key, day_bucket) SELECT key, ? FROM slot"
+                     " WHERE NOT EXISTS (SELECT 1 FROM quota_slots WHERE slot_key = slot.key)"
+                     " ORDER BY rank LIMIT 1")
+        ranked = [value for rank, key in enumerate(increment.quota_keys) for value in (key, rank)]
+        return self._conn.execute(statement, (*ranked, increment.day_bucket)).rowcount == 1
 
     def _width(self, model_version: int, widths: dict[int, int]) -> int | None:
         """The stored feature count of a model version (cached for this transaction)."""
