@@ -237,8 +237,8 @@ class SqliteAggregateStore(SummedAggregates):
         if not increment.quota_keys:
             return True
         slots = ", ".join("(?, ?)" for _ in increment.quota_keys)
-        statement = (f"WITH slot (key, rank) AS (VALUES {slots})"  # noqa: S608 - only markers
-                     " INSERT INTO quota_slots (slot_key, day_bucket) SELECT key, ? FROM slot"
+        statement = ("INSERT INTO quota_slots (slot_key, day_bucket)"  # noqa: S608 - only markers
+                     f" WITH slot (key, rank) AS (VALUES {slots}) SELECT key, ? FROM slot"
                      " WHERE NOT EXISTS (SELECT 1 FROM quota_slots WHERE slot_key = slot.key)"
                      " ORDER BY rank LIMIT 1")
         ranked = [value for rank, key in enumerate(increment.quota_keys) for value in (key, rank)]
