@@ -219,7 +219,7 @@ def test_collectors_starting_together_migrate_once(pg_url: str) -> None:
 
 
 @pytest.mark.parametrize("other_commits", [True, False])
-def test_an_uncommitted_ledger_key_decides_the_duplicate(pg_url: str, store: PostgresAggregateStore,
+def test_an_uncommitted_dedupe_key_decides_the_duplicate(pg_url: str, store: PostgresAggregateStore,
                                                          other_commits: bool) -> None:
     with psycopg.connect(pg_url) as other:  # another collector, mid-transaction
         other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (inc(1).dedupe_key,))

@@ -63,7 +63,7 @@ class AddResult(enum.Enum):
     DUPLICATE = "duplicate"  # the dedupe set already held the key; nothing changed
     QUOTA_EXCEEDED = "quota_exceeded"  # every quota slot of its pseudonym and day is taken
     WIDTH_CONFLICT = "width_conflict"  # the model version's stored sums have another length
-    STALE = "stale"  # its day is below the ledger's purge horizon: its key may be gone, refuse it
+    STALE = "stale"  # its day is below the purge horizon: its key may be gone, refuse it
 
 
 @dataclass(frozen=True, eq=False)

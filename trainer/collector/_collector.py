@@ -240,7 +240,7 @@ class Collector:
         collector_private_key: The collector's private key file bytes; the
             dedupe, quota and admission secrets are derived from it, so
             restarts keep deduplicating and counting.
-        store: Where aggregates and the ledger live; the caller closes it.
+        store: Where aggregates, dedupe keys and quota slots live; the caller closes it.
         clock: POSIX seconds now; tests pass a fake clock.
 
     Raises:

@@ -47,7 +47,7 @@ def add(conn: Connection, increments: Sequence[Increment], purge_before_day: int
 
     The purge horizon row is locked first (every writer takes it, so it also
     orders them): it only moves forward, and a contribution of a day below it
-    is refused as stale, because its ledger key may already be purged.
+    is refused as stale, because its dedupe key may already be purged.
     """
     horizon = _advance_horizon(conn, purge_before_day)
     fresh = [i for i in increments if i.day_bucket >= horizon]
@@ -119,7 +119,7 @@ def _resolve(increments: Sequence[Increment], widths: dict[int, int], inserted: 
     """Decide each increment in arrival order exactly as SQLite's one-at-a-time loop would.
 
     Returns:
-        The results, the ledger keys the added increments own, and the widths
+        The results, the dedupe keys the added increments own, and the widths
         of model versions first seen in this call.
     """
     widths = dict(widths)

@@ -33,13 +33,14 @@ call is one READ COMMITTED transaction:
    sum at once, so its last bits can differ from SQLite's one-at-a-time order,
    as they do anyway between concurrent writers.)
 
-Locks are taken in one global order (ledger keys sorted, then widths, then cells
-sorted), so writers queue instead of deadlocking. Deadlocks and serialization
-failures, and lost connections, are still retried a few times with jittered
-backoff; a retried call is safe because the ledger turns anything that did
-commit into duplicates. Migrations run under an advisory lock, so collectors
-starting together migrate once. Durability: commits wait for the WAL flush
-(``synchronous_commit`` is raised to ``local`` if the server has it ``off``).
+Locks are taken in one global order (the purge horizon row, dedupe keys sorted,
+quota slots sorted, widths, cells sorted), so writers queue instead of
+deadlocking. Deadlocks and serialization failures, and lost connections, are
+still retried a few times with jittered backoff; a retried call is safe because
+the dedupe set turns anything that did commit into duplicates. Migrations run
+under an advisory lock, so collectors starting together migrate once.
+Durability: commits wait for the WAL flush (``synchronous_commit`` is raised to
+``local`` if the server has it ``off``).
 The URL's password is never logged nor put in an error message. Shared
 statements are in :mod:`._queries`, transaction bodies in :mod:`._pgwrite`.
 """
