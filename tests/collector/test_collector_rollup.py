@@ -12,7 +12,7 @@ from collector_testkit import APP, TODAY, CollectorKeys, FakeClock, TestClient, 
 from hypothesis import HealthCheck, given, settings, strategies as st
 from postgres_testkit import Backend, fresh_schema, postgres_backend, sqlite_backend
 
-from edgepersona.sdk import Sealer
+from edgepersona.sdk import InputError, Sealer
 from edgepersona.trainer.cli import main
 from edgepersona.trainer.collector import (
     AggregateStore,
@@ -120,3 +120,6 @@ def test_the_collector_rolls_up_once_a_day_and_the_audit_names_a_small_cell(
     assert main(["audit", str(bundle_dir), "--trusted-key", public, "--db", url, "--json"]) == 0
     capsys.readouterr()
     store.close()
+    with pytest.raises(InputError, match="no collector database"):
+        small_cells_at_rest(f"sqlite:///{tmp_path / 'missing.db'}", 5)
+    assert not (tmp_path / "missing.db").exists()

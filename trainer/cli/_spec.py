@@ -1,0 +1,78 @@
+"""``edgepersona spec suggest``: propose a feature spec from an event log or a table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from edgepersona.sdk import FeatureSpec
+from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, require_file
+from edgepersona.trainer.cli._render import console
+
+__all__ = ["add_parser", "spec_suggest", "suggest_for"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``spec suggest``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION")
+    suggest = spec.add_parser("suggest", help="propose a spec from an event log or table")
+    suggest.add_argument("data", help="event log (CSV/Parquet)")
+    suggest.add_argument("--table", action="store_true", help="DATA is an aggregated table")
+    suggest.add_argument("--out", help="write the spec here instead of printing it")
+    add_columns(suggest)
+    suggest.set_defaults(handler=spec_suggest)
+
+
+def spec_suggest(args: argparse.Namespace) -> int:
+    """``edgepersona spec suggest``: propose a spec from data.
+
+    Args:
+        args: ``data``, ``table``, ``out`` and the column options.
+
+    Returns:
+        0 on success.
+    """
+    require_file("DATA", args.data)
+    spec = suggest_for(Path(args.data), args, table=args.table)
+    text = spec.to_json()
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {len(spec.features)} features to {args.out};"
+                      " bounds are data-derived: review and declare them before release")
+    else:
+        print(text)
+    return 0
+
+
+def suggest_for(path: Path, args: argparse.Namespace, *, table: bool) -> FeatureSpec:
+    """Suggest a spec for an event log or an aggregated table.
+
+    Args:
+        path: the data file.
+        args: parsed options with the column names.
+        table: whether the file is an aggregated table (one row per user).
+
+    Returns:
+        The suggested spec (data-derived bounds).
+    """
+    if table:
+        from edgepersona.trainer.data.events import parse_number, read_table
+        from edgepersona.trainer.data.suggest import suggest_table_spec
+
+        raw = read_table(path)
+        numeric = {}
+        for name, cells in raw.items():
+            values = np.array([parse_number(c) for c in cells])
+            if name != args.user_col and np.isfinite(values).all():
+                numeric[name] = values
+        return suggest_table_spec(numeric)
+    from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.suggest import suggest_spec
+
+    return suggest_spec(read_event_log(path, columns(args)))
