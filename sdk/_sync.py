@@ -16,9 +16,11 @@ Delivery is at-least-once and idempotent:
   ``duplicate``); a crash between the two re-sends them, and the collector
   counts each (pseudonym, sequence) once;
 * envelopes the collector refuses for good (stale, unknown model version,
-  invalid) are dropped and counted in ``rejected``; a transport failure keeps
-  everything and returns the delay before the next try: exponential backoff
-  with full jitter (``base · 2^failures``, capped, times a uniform random draw);
+  invalid) are dropped and counted in ``rejected``; those it answers ``retry``
+  (the admission token's quota is spent) stay queued, counted in ``deferred``;
+  a transport failure keeps everything; both return the delay before the next
+  try: exponential backoff with full jitter (``base · 2^failures``, capped,
+  times a uniform random draw);
 * the queue is bounded (``max_queue``): when full, the oldest envelope is
   dropped and ``dropped`` counts it (the newest behaviour matters most).
 
@@ -166,7 +168,8 @@ def parse_sync_reply(reply: bytes) -> list[str]:
     """Per-envelope statuses from the collector's JSON reply.
 
     Args:
-        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected", ...}, ...]}``;
+        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected" | "retry", ...},
+            ...]}``;
             a whole-body refusal (``{"detail": ...}``) marks every envelope rejected.
 
     Returns:
@@ -193,8 +196,9 @@ class SyncReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    deferred: int = 0  # kept for a later flush (the collector said retry: admission quota spent)
     remaining: int = 0
-    retry_after: float | None = None  # seconds; set when the transport failed
+    retry_after: float | None = None  # seconds; set when the transport failed or some must retry
     errors: list[str] = field(default_factory=list)
 
 
@@ -294,7 +298,7 @@ class SyncAgent:
 
         Returns:
             What happened; ``retry_after`` (seconds, jittered) is set after a
-            transport failure or a whole-body refusal.
+            transport failure, a whole-body refusal or envelopes to retry.
         """
         with self._lock:
             queue, _ = self._load()
@@ -315,6 +319,9 @@ class SyncAgent:
             return report
         self._failures = 0
         self._settle(batch, statuses, report)
+        if report.deferred:  # the admission token's quota is spent: wait, then send with a new one
+            self._failures += 1
+            report.retry_after = self._delay()
         return report
 
     def _post(self, body: bytes) -> list[str]:
@@ -326,8 +333,10 @@ class SyncAgent:
         return post_sync(body, token=token)
 
     def _settle(self, batch: list[bytes], statuses: list[str], report: SyncReport) -> None:
-        """Remove acknowledged and refused envelopes; count them."""
-        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)}
+        """Remove acknowledged and refused envelopes; count them; keep those to retry."""
+        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)
+                if status != "retry"}
+        report.deferred = len(batch) - len(done)
         with self._lock:
             queue, counters = self._load()
             kept = [e for e in queue if e not in done]

@@ -51,12 +51,16 @@ def test_an_enrolled_device_syncs_with_its_token_and_an_unenrolled_one_keeps_its
         refused = unenrolled.flush()
         assert refused.remaining == 1 and refused.retry_after is not None
         assert "admission token" in refused.errors[0]
-        token = issue_admission_token(BACKEND, app_id=APP, quota=100, now=T0)
-        enrolled = SyncAgent(client, sealer, HttpTransport(server.url), token_provider=lambda: token)
+        tokens = [issue_admission_token(BACKEND, app_id=APP, quota=quota, now=T0) for quota in (10, 100)]
+        enrolled = SyncAgent(client, sealer, HttpTransport(server.url), token_provider=lambda: tokens[0])
         for subject in subjects[1:]:
             enrolled.contribute(subject=subject)
+        spent = enrolled.flush()  # the first token's quota runs out: the rest stays queued
+        assert (spent.accepted, spent.deferred, spent.rejected, spent.remaining) == (10, 20, 0, 20)
+        assert spent.retry_after is not None
+        tokens.pop(0)  # the app fetches a fresh token from its backend
         report = enrolled.flush()
-    assert (report.accepted, report.rejected, report.remaining) == (30, 0, 0)  # the queued one too
+    assert (report.accepted, report.rejected, report.remaining) == (20, 0, 0)
     personas = store.aggregates(1)
     assert sum(a.count for a in personas.values()) == 30 and len(personas) >= 2  # every one consistent
     store.close()

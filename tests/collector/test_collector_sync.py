@@ -57,7 +57,7 @@ def test_one_envelope_is_added_to_its_cell(client: TestClient, sealer: Sealer,
     item = contribution()
     response = post(client, sealer.seal(item))
     assert response.status_code == 200
-    assert response.json() == {"accepted": 1, "duplicate": 0, "rejected": 0,
+    assert response.json() == {"accepted": 1, "duplicate": 0, "rejected": 0, "retry": 0,
                                "results": [{"index": 0, "status": "accepted", "reason": None}]}
     [cell] = store.daily_aggregates(1)
     assert (cell.day_bucket, cell.persona_index, cell.aggregate.count) == (TODAY, 2, 1)

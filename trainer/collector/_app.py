@@ -196,6 +196,6 @@ def _add_status(app: FastAPI, collector: Collector) -> None:
         counts = collector.counts()
         return MetricsResponse(
             accepted=counts[Outcome.ACCEPTED], duplicate=counts[Outcome.DUPLICATE],
-            rejected={o.value: n for o, n in counts.items() if o.status == "rejected"},
+            rejected={o.value: n for o, n in counts.items() if o.refused},
             ledger_keys=collector.store.dedupe_size(),
             accepted_versions=sorted(collector.accepted_versions()))

@@ -424,7 +424,7 @@ class Collector:
         tally = Counter(outcomes)
         with self._lock:
             self._counts.update(tally)
-        rejected = {o.value: n for o, n in sorted(tally.items()) if o.status == "rejected"}
+        rejected = {o.value: n for o, n in sorted(tally.items()) if o.refused}
         _log.info("sync: %s: accepted=%d duplicate=%d rejected=%d%s",
                   f"batch of {sum(tally.values())}" if batch else "single envelope",
                   tally[Outcome.ACCEPTED], tally[Outcome.DUPLICATE], sum(rejected.values()),

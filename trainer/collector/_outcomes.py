@@ -12,7 +12,7 @@ from typing import Literal
 
 __all__ = ["EnvelopeStatus", "Outcome"]
 
-EnvelopeStatus = Literal["accepted", "duplicate", "rejected"]
+EnvelopeStatus = Literal["accepted", "duplicate", "rejected", "retry"]
 
 
 class Outcome(enum.StrEnum):
@@ -38,10 +38,20 @@ class Outcome(enum.StrEnum):
 
     @property
     def status(self) -> EnvelopeStatus:
-        """``accepted``, ``duplicate`` (acknowledged, counted once) or ``rejected``."""
+        """``accepted``, ``duplicate`` (counted once), ``rejected`` (final) or ``retry``.
+
+        ``retry`` is not counted but may succeed later: the admission token's quota was spent.
+        """
         if self is Outcome.ACCEPTED:
             return "accepted"
+        if self is Outcome.ADMISSION_QUOTA_EXCEEDED:
+            return "retry"
         return "duplicate" if self is Outcome.DUPLICATE else "rejected"
+
+    @property
+    def refused(self) -> bool:
+        """Whether the envelope was not counted and not a replay (rejected or to retry)."""
+        return self.status in ("rejected", "retry")
 
     @property
     def http_status(self) -> int:
