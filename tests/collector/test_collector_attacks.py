@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +80,12 @@ def send(base: str, body: bytes, token: str | None = None) -> tuple[int, Any]:
         return reply.code, json.loads(reply.read())
 
 
-def send_all(base: str, envelopes: list[bytes], token: str | None = None) -> tuple[list[int], list[str]]:
+def send_all(base: str, envelopes: list[bytes], token: str | None = None, batch: int = BATCH
+             ) -> tuple[list[int], list[str]]:
     """Send envelopes in batches; every HTTP status and every per-envelope reason or status."""
     statuses, outcomes = [], []
-    for start in range(0, len(envelopes), BATCH):
-        status, answer = send(base, encode_batch(envelopes[start:start + BATCH]), token)
+    for start in range(0, len(envelopes), batch):
+        status, answer = send(base, encode_batch(envelopes[start:start + batch]), token)
         statuses.append(status)
         outcomes += [r["reason"] or r["status"] for r in answer.get("results", [])]
     return statuses, outcomes
@@ -113,6 +116,17 @@ def test_one_pseudonym_with_1001_sequences_is_held_to_its_daily_quota(
     assert statuses == [200] * 6
     assert outcomes == ["accepted"] * 4 + ["quota_exceeded"] * 997
     assert (counts["accepted"], counts["rejected"]["quota_exceeded"]) == (4, 997)
+    assert stored_count(attacked_store) == 4 and attacked_store.dedupe_size() == 4
+
+
+def test_one_pseudonym_from_many_concurrent_clients_is_held_to_its_quota(
+        attacked_store: AggregateStore, sealer: Sealer, collector_keys: CollectorKeys,
+        shared_bundles: Path) -> None:
+    envelopes = [sealer.seal(contribution(sequence=n)) for n in range(1, 161)]
+    with serve(attacked_store, collector_keys, shared_bundles) as server, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: send_all(server.url, envelopes[n::8], batch=4)[1], range(8)))
+    outcomes = Counter(outcome for answer in answers for outcome in answer)
+    assert outcomes == {"accepted": 4, "quota_exceeded": 156}
     assert stored_count(attacked_store) == 4 and attacked_store.dedupe_size() == 4
 
 

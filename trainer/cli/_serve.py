@@ -92,6 +92,7 @@ def serve(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     try:
         app = create_app(config, collector_private_key=key, store=store)
+        app.state.collector.roll_up()  # no closed small cell waits for the day's first request
         versions = sorted(app.state.collector.accepted_versions())
         logging.getLogger("edgepersona.trainer.collector").info(
             "collector for app id %r: accepting model versions %s; admission %s; listening on"

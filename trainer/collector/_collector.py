@@ -376,18 +376,35 @@ class Collector:
     def _roll_up_once_a_day(self, accepted: Mapping[int, ModelShape | None], today: int,
                             oldest: int) -> None:
         """Roll closed small cells forward on the first request of each day."""
-        if self._rolled_day == today:
-            return
+        if self._rolled_day != today:
+            self._roll_up(accepted, oldest)
+            self._rolled_day = today
+
+    def roll_up(self) -> int:
+        """Roll closed cells below k-min forward now (``serve`` does it at start; requests daily).
+
+        Returns:
+            How many closed cells were rolled forward.
+
+        Raises:
+            sqlite3.Error | psycopg.Error: The store failed; nothing was changed.
+        """
+        today = day_bucket(self._clock())
+        return self._roll_up(self.accepted_versions(), today - self._config.replay_window_days + 1)
+
+    def _roll_up(self, accepted: Mapping[int, ModelShape | None], oldest: int) -> int:
+        """Roll up every version with a k-min above 1 (the bundle's, or the configured one)."""
         k_min = {version: self._config.k_min or shape.k_min
                  for version, shape in accepted.items() if shape is not None}
         if self._config.k_min is not None:
             k_min.update({version: self._config.k_min for version in self._store.model_versions()
                           if version not in k_min})
         k_min = {version: k for version, k in k_min.items() if k > 1}
-        if k_min:
-            rolled = self._store.roll_up_small_cells(k_min, before_day=oldest)
-            _log.info("roll-up: %d closed cell(s) below k-min moved to day %d", rolled, oldest)
-        self._rolled_day = today
+        if not k_min:
+            return 0
+        rolled = self._store.roll_up_small_cells(k_min, before_day=oldest)
+        _log.info("roll-up: %d closed cell(s) below k-min moved to day %d", rolled, oldest)
+        return rolled
 
     def _judge(self, envelope: bytes, accepted: Mapping[int, ModelShape | None], oldest: int,
                newest: int) -> Outcome | Increment:
