@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgepersona.sdk import DEFAULT_EPOCH_PERIOD_S, Manifest, PersonaRuntime, Pseudonymizer
+from edgepersona.sdk import DEFAULT_EPOCH_PERIOD_S, Manifest, PersonaError, PersonaRuntime, Pseudonymizer
 from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.sdk.protocol.envelope import (
     Contribution,
@@ -84,7 +84,8 @@ def _privacy(m: Manifest, ledger: Mapping[str, Any] | None) -> dict[str, Any]:
             "bounds_source": p.bounds_source, "ledger": dict(ledger) if ledger else None}
 
 
-def _ledger(path: Path | None, trusted: TrustedKeys, source: str | None) -> dict[str, Any] | None:
+def _ledger(path: str | Path | None, trusted: TrustedKeys, source: str | None
+            ) -> dict[str, Any] | None:
     """Budget status per source, verified against a trusted key."""
     if path is None:
         return None
@@ -267,7 +268,23 @@ def add_small_cells_check(report: dict[str, Any], cells: Sequence[tuple[int, int
     return report
 
 
-def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Path | None = None,
+def _release_checks(m: Manifest, ledger: str | Path | None, trusted: TrustedKeys
+                    ) -> list[dict[str, Any]]:
+    """Is this private release in the ledger, and is the ledger not behind it (see ledger_audit)?"""
+    if ledger is None or m.privacy.epsilon is None:
+        return []
+    from edgepersona.trainer.privacy.ledger_audit import load_ledger_view, release_checks
+
+    try:
+        view = load_ledger_view(ledger, trusted)
+    except PersonaError:  # reported by the budget check; these fail with it
+        return [{"check": "release recorded in the ledger", "passed": False,
+                 "figure": "the ledger does not verify"}]
+    return release_checks(m, view)
+
+
+def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes],
+                ledger: str | Path | None = None,
                 source: str | None = None, db: str | None = None,
                 fairness: Mapping[str, Any] | None = None,
                 now: datetime | None = None) -> dict[str, Any]:
@@ -276,7 +293,7 @@ def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Pa
     Args:
         bundle: the bundle folder or archive.
         trusted_keys: public keys the bundle (and ledger) must be signed with.
-        ledger: the privacy budget ledger, if any.
+        ledger: the privacy budget ledger (a file, or a sqlite:/// or postgresql:// URL), if any.
         source: only this ledger source (default: all).
         db: the collector's database URL, to list what it stores.
         fairness: a precomputed :func:`fairness_table`, if a group column was given.
@@ -300,6 +317,6 @@ def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Pa
         "personas": [{"id": c.id, "name": c.name, "share": c.share} for c in m.personas],
         "fairness": dict(fairness) if fairness else None,
     }
-    report["checks"] = _checks(report)
+    report["checks"] = _checks(report) + _release_checks(m, ledger, trusted)
     report["passed"] = all(c["passed"] for c in report["checks"])
     return report
