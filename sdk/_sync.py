@@ -16,9 +16,11 @@ Delivery is at-least-once and idempotent:
   ``duplicate``); a crash between the two re-sends them, and the collector
   counts each (pseudonym, sequence) once;
 * envelopes the collector refuses for good (stale, unknown model version,
-  invalid) are dropped and counted in ``rejected``; a transport failure keeps
-  everything and returns the delay before the next try: exponential backoff
-  with full jitter (``base · 2^failures``, capped, times a uniform random draw);
+  invalid) are dropped and counted in ``rejected``; those it answers ``retry``
+  (the admission token's quota is spent) stay queued, counted in ``deferred``;
+  a transport failure keeps everything; both return the delay before the next
+  try: exponential backoff with full jitter (``base · 2^failures``, capped,
+  times a uniform random draw);
 * the queue is bounded (``max_queue``): when full, the oldest envelope is
   dropped and ``dropped`` counts it (the newest behaviour matters most);
 * ``PersonaClient.forget`` drops the forgotten subject's queued envelopes
@@ -28,6 +30,13 @@ Delivery is at-least-once and idempotent:
 Transports are an interface: :class:`HttpTransport` uses only the standard
 library; :class:`MemoryTransport` calls a function in-process (tests, or an
 app's own HTTP stack).
+
+Admission: a collector may require every sync request to carry a short-lived
+token from the app's own backend. Give :class:`SyncAgent` a ``token_provider``
+(a callable returning the current token, fetched and cached by the app) and it
+passes the token to the transport with each flush; :class:`HttpTransport` sends
+it as ``Authorization: Bearer <token>``. A refused or missing token is a
+transport failure: the envelopes stay queued and the flush backs off.
 """
 
 from __future__ import annotations
@@ -67,7 +76,11 @@ class Transport(Protocol):
     """How the SDK talks to the collector; an app may plug its own HTTP stack."""
 
     def post_sync(self, body: bytes) -> list[str]:
-        """Send a batch body; return one status per envelope (accepted/duplicate/rejected)."""
+        """Send a batch body; return one status per envelope (accepted/duplicate/rejected).
+
+        A transport that supports admission also takes ``token=`` (keyword);
+        :class:`SyncAgent` passes it only when it has a token provider.
+        """
         ...
 
     def get_bundle(self, version: int | None) -> bytes:
@@ -105,12 +118,21 @@ class HttpTransport:
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             raise TransportError(f"collector unreachable: {exc}") from None
 
-    def post_sync(self, body: bytes) -> list[str]:
-        """POST a batch to ``/v1/sync``; parse the per-envelope statuses."""
+    def post_sync(self, body: bytes, *, token: str | None = None) -> list[str]:
+        """POST a batch to ``/v1/sync`` (with the admission token, if any); parse the statuses.
+
+        Raises:
+            TransportError: unreachable, 5xx, or 401 (admission token missing or refused).
+        """
+        headers = {"Content-Type": "application/octet-stream"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            f"{self._base}/v1/sync", data=body, method="POST",
-            headers={"Content-Type": "application/octet-stream"})
-        _status, reply = self._request(request)
+            f"{self._base}/v1/sync", data=body, method="POST", headers=headers)
+        status, reply = self._request(request)
+        if status == 401:
+            raise TransportError("the collector requires an admission token (HTTP 401); check the"
+                                 " token provider")
         return parse_sync_reply(reply)
 
     def get_bundle(self, version: int | None) -> bytes:
@@ -148,7 +170,8 @@ def parse_sync_reply(reply: bytes) -> list[str]:
     """Per-envelope statuses from the collector's JSON reply.
 
     Args:
-        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected", ...}, ...]}``;
+        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected" | "retry", ...},
+            ...]}``;
             a whole-body refusal (``{"detail": ...}``) marks every envelope rejected.
 
     Returns:
@@ -175,8 +198,9 @@ class SyncReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    deferred: int = 0  # kept for a later flush (the collector said retry: admission quota spent)
     remaining: int = 0
-    retry_after: float | None = None  # seconds; set when the transport failed
+    retry_after: float | None = None  # seconds; set when the transport failed or some must retry
     errors: list[str] = field(default_factory=list)
 
 
@@ -188,7 +212,8 @@ class SyncAgent:
 
     def __init__(self, client: PersonaClient, sealer: Sealer, transport: Transport, *,
                  max_queue: int = 1000, batch_size: int = 100,
-                 backoff_seconds: tuple[float, float] = (1.0, 3600.0)) -> None:
+                 backoff_seconds: tuple[float, float] = (1.0, 3600.0),
+                 token_provider: Callable[[], str | None] | None = None) -> None:
         """Attach sync to a client.
 
         Args:
@@ -198,12 +223,16 @@ class SyncAgent:
             max_queue: the most envelopes kept; beyond it the oldest is dropped.
             batch_size: envelopes per request.
             backoff_seconds: (base, cap) of the retry delay in seconds.
+            token_provider: returns the admission token to send with each flush
+                (None: send none); may raise TransportError to back off.
+                Needs a transport whose ``post_sync`` takes ``token=``.
         """
         if max_queue < 1 or batch_size < 1:
             raise InputError("max_queue and batch_size must be >= 1")
         self._client, self._sealer, self._transport = client, sealer, transport
         self._max_queue, self._batch_size = max_queue, batch_size
         self._backoff = backoff_seconds
+        self._token_provider = token_provider
         self._failures = 0
         self._lock = threading.Lock()
         self._random = secrets.SystemRandom()
@@ -269,7 +298,7 @@ class SyncAgent:
 
         Returns:
             What happened; ``retry_after`` (seconds, jittered) is set after a
-            transport failure or a whole-body refusal.
+            transport failure, a whole-body refusal or envelopes to retry.
         """
         with self._lock:
             queue, _ = self._load()
@@ -278,7 +307,7 @@ class SyncAgent:
         if not batch:
             return report
         try:
-            statuses = self._transport.post_sync(encode_batch(batch))
+            statuses = self._post(encode_batch(batch))
             if len(statuses) != len(batch):
                 raise TransportError(f"collector answered {len(statuses)} statuses for"
                                      f" {len(batch)} envelopes")
@@ -290,11 +319,24 @@ class SyncAgent:
             return report
         self._failures = 0
         self._settle(batch, statuses, report)
+        if report.deferred:  # the admission token's quota is spent: wait, then send with a new one
+            self._failures += 1
+            report.retry_after = self._delay()
         return report
 
+    def _post(self, body: bytes) -> list[str]:
+        """Send a body, with the admission token when a provider is configured."""
+        if self._token_provider is None:
+            return self._transport.post_sync(body)
+        token = self._token_provider()
+        post_sync: Callable[..., list[str]] = self._transport.post_sync
+        return post_sync(body, token=token)
+
     def _settle(self, batch: list[bytes], statuses: list[str], report: SyncReport) -> None:
-        """Remove acknowledged and refused envelopes; count them."""
-        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)}
+        """Remove acknowledged and refused envelopes; count them; keep those to retry."""
+        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)
+                if status != "retry"}
+        report.deferred = len(batch) - len(done)
         with self._lock, self._client._lock:
             queue, counters = self._load()
             kept = [e for e in queue if e not in done]

@@ -57,6 +57,11 @@ def audit(args: argparse.Namespace) -> int:
     report = build_audit(args.bundle, trusted_keys=keys,
                          ledger=args.ledger or None, source=args.source,
                          db=args.db, fairness=fairness)
+    if args.db:
+        from edgepersona.trainer.collector import small_cells_at_rest
+        from edgepersona.trainer.privacy.audit import add_small_cells_check
+
+        add_small_cells_check(report, small_cells_at_rest(args.db, report["privacy"]["k_min"]))
     if args.html:
         from edgepersona.trainer.cli._report import write_text_atomic
         from edgepersona.trainer.report import render_audit_report

@@ -32,7 +32,7 @@ from edgepersona.sdk.protocol.envelope import (
 )
 from edgepersona.sdk.protocol.trust import TrustedKeys
 
-__all__ = ["AUDIT_SCHEMA_VERSION", "build_audit", "fairness_table"]
+__all__ = ["AUDIT_SCHEMA_VERSION", "add_small_cells_check", "build_audit", "fairness_table"]
 
 AUDIT_SCHEMA_VERSION = 1
 ENVELOPE_LIMIT = 1024  # bytes, for a 16-feature spec with the default suite
@@ -153,10 +153,13 @@ def _storage(db: str | None) -> dict[str, Any]:
     """What the collector keeps; with --db, its actual tables and columns."""
     out: dict[str, Any] = {
         "keeps": "per (model version, persona, day): count, per-feature sums and sums of"
-                 " squares; a dedupe ledger of HMAC(secret, pseudonym || sequence) keys",
+                 " squares (closed cells below k-min rolled forward); a dedupe set of"
+                 " HMAC(secret, pseudonym || sequence) keys and per-pseudonym daily quota slots"
+                 " (keyed hashes); admission token use counts (keyed)",
         "never_keeps": "per-user rows, pseudonyms, sequence numbers, client addresses,"
                        " times finer than a day",
-        "retention": "ledger keys expire with the replay window (7 days by default);"
+        "retention": "dedupe keys and quota slots expire with the replay window (7 days by"
+                     " default); token use counts when the token expires;"
                      " aggregates are kept until deleted", "tables": None}
     if db is not None:
         out["tables"] = _tables(db)
@@ -236,6 +239,33 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append(("no minority group absorbed into other personas", not flagged,
                        ", ".join(flagged) or "none flagged"))
     return [{"check": c, "passed": bool(ok), "figure": str(f)} for c, ok, f in checks]
+
+
+def add_small_cells_check(report: dict[str, Any], cells: Sequence[tuple[int, int, int, int]]
+                          ) -> dict[str, Any]:
+    """Add the check "no closed collector cell below k-min at rest" to an audit.
+
+    A closed (model version, persona, day) cell with fewer than k-min
+    contributions holds the sums and sums of squares of a handful of devices;
+    the collector rolls such cells forward once a day, so one that remains
+    means the roll-up did not run or was undone.
+
+    Args:
+        report: An audit from :func:`build_audit` (changed in place).
+        cells: (model version, persona, day, count) of the collector's closed
+            cells below the bundle's k-min (``collector.small_cells_at_rest``).
+
+    Returns:
+        The report, with the check appended and ``passed`` recomputed.
+    """
+    shown = ", ".join(f"v{v} persona {p} day {d}: {n}" for v, p, d, n in cells[:3])
+    figure = f"{len(cells)} closed cell(s) below k-min {report['privacy']['k_min']}" + (
+        f" ({shown}{', …' if len(cells) > 3 else ''})" if cells else "")
+    report["storage"]["small_closed_cells"] = len(cells)
+    report["checks"].append({"check": "no closed collector cell below k-min at rest",
+                             "passed": not cells, "figure": figure})
+    report["passed"] = all(c["passed"] for c in report["checks"])
+    return report
 
 
 def _release_checks(m: Manifest, ledger: str | Path | None, trusted: TrustedKeys
