@@ -22,7 +22,7 @@ from ._machine import load_average, machine_info, machine_tag
 from ._measure import RunConfig, SuiteResult
 from ._report import suite_json, write_charts, write_json, write_markdown
 
-SUITES = ("assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway")
+SUITES = ("assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway", "forget")
 # Run only when named in --only: slow; dask_scale needs the dask extra; dynamic_shift and
 # poisoning are figures of merit (distances, displacements), not timings.
 OPT_IN = ("dask_scale", "dynamic_shift", "poisoning")

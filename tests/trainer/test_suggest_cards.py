@@ -127,7 +127,7 @@ def number(value: float) -> str:
 def retail_cards(retail_log: EventLog, retail_spec: FeatureSpec
                  ) -> CardsFixture:
     rows = compute_features(retail_log, retail_spec)
-    model = PersonaKMeans(retail_spec, n_clusters=4, stability_rounds=0, seed=0).fit(rows)
+    model = PersonaKMeans(spec=retail_spec, n_clusters=4, stability_rounds=0, random_state=0).fit(rows)
     return build_cards(retail_spec, rows, model.labels_, model.k_), rows, model.labels_
 
 

@@ -12,7 +12,7 @@ before any noise is drawn and spent before the bundle exists.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,12 +83,15 @@ class PrivateRelease:
     privacy: dict[str, object]
     n_users: int
     suppressed: tuple[str, ...]
+    source: str = ""
+    ledger_id: str = ""
+    head: tuple[int, str] = (-1, "")
 
 
 def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int, epsilon: float,
-                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path,
-                source: str, note: str, now: datetime,
-                progress: Callable[[str], None]) -> PrivateRelease:
+                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path | str,
+                source: str | None, user_ids: Sequence[str], note: str, now: datetime,
+                progress: Callable[[str], None], secret: Path | None = None) -> PrivateRelease:
     """Check the budget, fit DP k-means, spend the budget, describe the release.
 
     Args:
@@ -101,11 +104,14 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         iterations: DP-Lloyd rounds.
         k_min: personas whose noisy count is below it are not released.
         seed: random seed (tests and reproducible benchmarks only).
-        ledger: the budget ledger file.
-        source: the data source name the budget belongs to.
+        ledger: the budget ledger file or database URL.
+        source: an operator-chosen label for new people (None: the opaque sketch label);
+            people the ledger already knows spend from their own source whatever this says.
+        user_ids: the id of each row's user (only a keyed sketch of them is kept).
         note: recorded with the ledger entry (model id and version).
         now: the release time.
         progress: receives short messages.
+        secret: the source secret's file (required for a database ledger).
 
     Returns:
         The release.
@@ -114,8 +120,13 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         BudgetExceededError: the source's budget cannot cover (ε, δ); nothing was drawn.
         InputError: bad parameters or no persona reaches k-min.
     """
-    book = PrivacyLedger(ledger, key)
-    book.check(source, epsilon=epsilon, delta=delta)
+    if len(user_ids) != len(rows):
+        raise InputError(f"a private release needs one user id per row: got {len(user_ids)} ids"
+                         f" for {len(rows)} rows")
+    book = PrivacyLedger(ledger, key, secret=secret)
+    sketch = book.sketch(user_ids)
+    source = book.resolve(sketch, source)
+    book.check(source, epsilon=epsilon, delta=delta, sketch=sketch)
     leaks = [f.name for f in spec.features if f.bounds_source == "data"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrivacyLeakWarning)
@@ -128,7 +139,7 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         model.fit(scaling.transform(rows))
     finally:  # noise was drawn: a failure is an output too, so the budget is spent either way
         seq, digest = book.spend(source, epsilon=epsilon, delta=delta, note=note,
-                                 now=now)
+                                 now=now, sketch=sketch)
     progress(f"DP k-means at ε={epsilon:g}, δ={delta:g}: {model.n_clusters_} personas released,"
              f" {len(model.dropped_)} suppressed by k-min on noisy counts")
     if model.n_clusters_ < 2:
@@ -147,5 +158,5 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
                "suppressed": model.dropped_, "notes": tuple(notes)}
     return PrivateRelease(params, model.counts_, dp_cards(spec, params, model.counts_), privacy,
                           max(0, round(float(np.clip(model.counts_, 0, None).sum()))),
-                          tuple(model.dropped_))
+                          tuple(model.dropped_), source, book.ledger_id or "", (seq, digest))
 
