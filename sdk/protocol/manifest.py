@@ -115,7 +115,7 @@ class Privacy(BaseModel):
     delta: float | None = Field(default=None, ge=0, lt=1)
     mechanism: str | None = None
     k_min: int = Field(ge=1)
-    bounds_source: Literal["declared", "data", "mixed"]
+    bounds_source: Literal["declared", "coarse", "data", "mixed"]
     suppressed: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 

@@ -82,8 +82,9 @@ def spec_suggest(args: argparse.Namespace) -> int:
     text = spec.to_json()
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote {len(spec.features)} features to {args.out};"
-                      " bounds are data-derived: review and declare them before release")
+        console.print(f"wrote {len(spec.features)} features to {args.out}; review them:")
+        for note in spec.notes:
+            console.print(f"  - {note}")
     else:
         print(text)
     return 0
@@ -101,11 +102,18 @@ def _suggest(path: Path, args: argparse.Namespace, *, table: bool) -> FeatureSpe
             values = np.array([parse_number(c) for c in cells])
             if name != args.user_col and np.isfinite(values).all():
                 numeric[name] = values
-        return suggest_table_spec(numeric)
+        return suggest_table_spec(numeric, seed=args.seed, exclude=_outcome(args))
     from edgepersona.trainer.data.events import read_event_log
     from edgepersona.trainer.data.suggest import suggest_spec
 
-    return suggest_spec(read_event_log(path, _columns(args)))  # type: ignore[arg-type]
+    return suggest_spec(read_event_log(path, _columns(args)),  # type: ignore[arg-type]
+                        seed=args.seed, exclude_events=_outcome(args))
+
+
+def _outcome(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --outcome event or column, which never becomes a feature."""
+    outcome = getattr(args, "outcome", None)
+    return (outcome,) if outcome else ()
 
 
 def train(args: argparse.Namespace) -> int:
@@ -128,7 +136,7 @@ def train(args: argparse.Namespace) -> int:
         else:
             spec = _suggest(data, args, table=bool(args.table))
             step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
-                 " data-derived bounds; see `edgepersona spec suggest`)")
+                 " coarse noisy bounds; see `edgepersona spec suggest`)")
         if args.engine == "dask":
             rows, bad, users = _dask_rows(spec, args, step)
         elif args.events:

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("data", help="event log (CSV/Parquet)")
     suggest.add_argument("--table", action="store_true", help="DATA is an aggregated table")
     suggest.add_argument("--out", help="write the spec here instead of printing it")
+    suggest.add_argument("--outcome", metavar="EVENT",
+                         help="an outcome event (or table column) to leave out of the features")
+    suggest.add_argument("--seed", type=int, help="seed for the noisy bounds and the trial fit")
     _columns(suggest)
     suggest.set_defaults(handler=_commands.spec_suggest)
 

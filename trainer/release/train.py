@@ -72,11 +72,13 @@ class TrainResult:
     merged: tuple[str, ...]
 
 
-def _bounds_source(spec: FeatureSpec) -> Literal["declared", "data", "mixed"]:
-    """Summarise how the spec's bounds were chosen."""
+def _bounds_source(spec: FeatureSpec) -> Literal["declared", "coarse", "data", "mixed"]:
+    """Summarise how the spec's bounds were chosen (coarse noisy bounds reveal no one)."""
     sources = {f.bounds_source for f in spec.features}
     if sources == {"declared"}:
         return "declared"
+    if "data" not in sources:
+        return "coarse"
     return "data" if sources == {"data"} else "mixed"
 
 
