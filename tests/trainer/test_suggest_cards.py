@@ -15,7 +15,14 @@ from edgepersona.trainer.data.events import EventLog, read_event_log
 from edgepersona.trainer.data.features import compute_features
 from edgepersona.trainer.data.suggest import suggest_spec, suggest_table_spec
 from edgepersona.trainer.engines.kmeans import PersonaKMeans
-from edgepersona.trainer.release.cards import MIN_TRAIT_Z, TOP_TRAITS, build_cards, cards_markdown
+from edgepersona.trainer.data.facts import UserFacts, log_facts
+from edgepersona.trainer.release.cards import (
+    MIN_TRAIT_Z,
+    TOP_TRAITS,
+    build_cards,
+    cards_markdown,
+    human_number,
+)
 
 # --- spec suggestions ------------------------------------------------------------------
 
@@ -122,17 +129,18 @@ def test_suggestion_works_for_any_event_and_column_names(tmp_path: Path, events:
 
 CardsFixture = tuple[tuple[PersonaCard, ...], np.ndarray, np.ndarray]
 
-def number(value: float) -> str:
-    """How the cards print a number (the documented compact form)."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+@pytest.fixture(scope="module")
+def retail_facts(retail_log: EventLog, retail_spec: FeatureSpec) -> UserFacts:
+    return log_facts(retail_log, retail_spec)
 
 
 @pytest.fixture(scope="module")
-def retail_cards(retail_log: EventLog, retail_spec: FeatureSpec
+def retail_cards(retail_log: EventLog, retail_spec: FeatureSpec, retail_facts: UserFacts
                  ) -> CardsFixture:
     rows = compute_features(retail_log, retail_spec)
     model = PersonaKMeans(retail_spec, n_clusters=4, stability_rounds=0, seed=0).fit(rows)
-    return build_cards(retail_spec, rows, model.labels_, model.k_), rows, model.labels_
+    cards = build_cards(retail_spec, rows, model.labels_, model.k_, facts=retail_facts)
+    return cards, rows, model.labels_
 
 
 def test_cards_are_in_index_order_with_unique_names_and_ids(retail_cards: CardsFixture) -> None:
@@ -150,7 +158,7 @@ def test_card_shares_are_the_persona_sizes_and_sum_to_one(retail_cards: CardsFix
 
 
 def test_traits_are_the_strongest_deviations_and_their_sentences_quote_the_values(
-        retail_cards: CardsFixture, retail_spec: FeatureSpec) -> None:
+        retail_cards: CardsFixture, retail_spec: FeatureSpec, retail_facts: UserFacts) -> None:
     cards, rows, labels = retail_cards
     lower = np.array([f.bounds[0] for f in retail_spec.features])
     upper = np.array([f.bounds[1] for f in retail_spec.features])
@@ -166,9 +174,15 @@ def test_traits_are_the_strongest_deviations_and_their_sentences_quote_the_value
             assert trait.direction == ("high" if trait.z > 0 else "low")
             assert trait.value == pytest.approx(clipped[labels == card.index, j].mean())
             assert trait.population == pytest.approx(clipped[:, j].mean())
-            assert number(trait.value) in trait.sentence
-            assert number(trait.population) in trait.sentence
+            # the model feature stays exact in the JSON; the sentence shows people's units
+            members = retail_facts.display[labels == card.index, j]
+            assert trait.display_value == pytest.approx(np.nanmean(members))
+            assert trait.display_population == pytest.approx(np.nanmean(retail_facts.display[:, j]))
+            assert trait.display_value is not None and trait.display_population is not None
+            assert human_number(trait.display_value) in trait.sentence
+            assert human_number(trait.display_population) in trait.sentence
             assert retail_spec.features[j].display_label().lower() in trait.sentence.lower()
+            assert "'" not in trait.sentence and "e-" not in trait.sentence
         assert f"{card.share:.0%} of users" in card.description
 
 
@@ -194,7 +208,8 @@ def test_personas_that_look_alike_still_get_unique_names() -> None:
     cards = build_cards(spec, rows, labels, 4)
     names = [c.name for c in cards]
     assert names[0] == "Rare buyers"
-    assert names[1:] == ["Frequent buyers", "Frequent buyers (2)", "Frequent buyers (3)"]
+    # the most distinctive persona (51 orders) takes the plain name first
+    assert names[1:] == ["Frequent buyers (2)", "Frequent buyers", "Frequent buyers (3)"]
 
 
 def test_a_persona_without_distinguishing_traits_is_called_typical() -> None:
@@ -204,4 +219,15 @@ def test_a_persona_without_distinguishing_traits_is_called_typical() -> None:
     cards = build_cards(spec, rows, np.array([0, 0, 1, 1]), 2)
     assert [c.name for c in cards] == ["Typical users", "Typical users (2)"]
     assert all(c.traits == () for c in cards)
-    assert "no trait stands out" in cards[0].description
+    assert "close to the average on every feature" in cards[0].description
+
+
+def test_cards_from_model_features_alone_say_they_are_recency_weighted() -> None:
+    spec = load_spec_json('{"features": [{"name": "orders", "event": "buy", "aggregate": "count",'
+                          ' "window": {"kind": "half_life", "half_lives_days": [30]},'
+                          ' "bounds": [0, 100], "label": "orders"}]}')
+    rows = np.array([[0.0]] * 10 + [[50.0]] * 10)
+    cards = build_cards(spec, rows, np.array([0] * 10 + [1] * 10), 2)
+    assert cards[1].traits[0].sentence == ("Orders: 50 (recency-weighted) vs 25 across all users"
+                                           " (2.0x).")
+    assert cards[1].traits[0].display_value is None

@@ -18,6 +18,8 @@ import numpy.typing as npt
 from edgepersona.sdk import Assignment, FeatureSpec, InputError, PersonaRuntime, load_spec_json
 
 if TYPE_CHECKING:
+    from edgepersona.trainer.data.events import FeatureTable
+    from edgepersona.trainer.data.facts import UserFacts
     from edgepersona.trainer.engines.row_blocks import RowBlocks
     from edgepersona.trainer.release.train import TrainOptions
 
@@ -130,6 +132,8 @@ def train(args: argparse.Namespace) -> int:
     data = Path(args.events or args.table)
     if args.engine == "dask" and not args.spec:
         raise InputError("--engine dask needs --spec: make one with `edgepersona spec suggest` on one file")
+    if args.engine == "dask" and args.outcome:
+        raise InputError("--outcome runs on the local engine only; drop --engine dask")
     with progress_steps("training") as step, _engine(args):
         if args.spec:
             spec = load_spec_json(Path(args.spec).read_text(encoding="utf-8"))
@@ -137,14 +141,19 @@ def train(args: argparse.Namespace) -> int:
             spec = _suggest(data, args, table=bool(args.table))
             step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
                  " coarse noisy bounds; see `edgepersona spec suggest`)")
+        facts = None
         if args.engine == "dask":
             rows, bad, users = _dask_rows(spec, args, step)
         elif args.events:
+            from edgepersona.trainer.data.facts import log_facts
+
             log = read_event_log(data, _columns(args))  # type: ignore[arg-type]
             rows, bad, users = compute_features(log, spec, _time(args.at)), log.bad_rows, log.n_users
+            facts = log_facts(log, spec, _time(args.at), args.outcome)
         else:
             table = read_feature_table(data, spec)
             rows, bad, users = table.values, table.bad_rows, len(table.values)
+            facts = _table_facts(data, table, args.outcome)
         step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
              + (f" ({dict(bad)})" if bad else ""))
         if args.epsilon_sweep:
@@ -158,13 +167,28 @@ def train(args: argparse.Namespace) -> int:
         options = _with_privacy(options, args, data)
         assert key is not None
         result = train_bundle(rows, spec, key, options, lineage={"source": data.name,
-                              "users": users}, bad_rows=bad, progress=step)
+                              "users": users}, bad_rows=bad, progress=step, facts=facts)
     out = write_bundle(Path(args.out), result.files, overwrite=args.force)
     if args.zip:
         zip_bundle(result.files, out.with_suffix(".zip"))
     print_cards(result.manifest)
     console.print(f"bundle written to {out}")
     return 0
+
+
+def _table_facts(path: Path, table: FeatureTable, outcome: str | None) -> UserFacts:
+    """Display facts of a table: its own values, and the --outcome column as yes/no."""
+    from edgepersona.trainer.data.events import read_table
+    from edgepersona.trainer.data.facts import table_facts
+
+    if outcome is None:
+        return table_facts(table.values)
+    cells = read_table(path).get(outcome)
+    if cells is None:
+        raise InputError(f"--outcome {outcome!r} is not a column of {path.name}")
+    kept = [cells[int(position)] for position in table.user_keys]  # keys are row positions here
+    flags = np.array([str(c).strip().lower() in ("true", "yes", "y", "1", "1.0") for c in kept])
+    return table_facts(table.values, flags, outcome)
 
 
 def _engine(args: argparse.Namespace) -> AbstractContextManager[object]:

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", type=int, default=1, help="bundle version (default: 1)")
     train.add_argument("--expires-days", type=float, default=90.0, help="validity in days (90)")
     train.add_argument("--at", help="reference time for event logs (ISO 8601 or unix seconds)")
+    train.add_argument("--outcome", metavar="EVENT",
+                       help="an outcome event (or table column, e.g. Revenue): each card shows its"
+                            " rate against everyone's; never a feature (noised under --epsilon)")
     private = train.add_argument_group("differential privacy")
     private.add_argument("--epsilon", type=float, help="fit with (ε, δ)-DP; needs --k and --ledger")
     private.add_argument("--delta", type=float, default=1e-6, help="DP δ (1e-6)")

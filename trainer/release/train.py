@@ -18,7 +18,8 @@ from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, MODEL_NAME
 from edgepersona.sdk.protocol.manifest import AssignerParams, parse_manifest
 from edgepersona.trainer.engines.kmeans import PersonaKMeans
 from edgepersona.trainer.engines.row_blocks import RowBlocks
-from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown
+from edgepersona.trainer.data.facts import UserFacts
+from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown, summarise_facts
 from edgepersona.trainer.release.export import sign_manifest
 from edgepersona.trainer.release.export_onnx import build_onnx
 
@@ -85,7 +86,8 @@ def _bounds_source(spec: FeatureSpec) -> Literal["declared", "coarse", "data", "
 def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, key: Ed25519PrivateKey,
                  options: TrainOptions, *, lineage: Mapping[str, str | int | float | None],
                  bad_rows: Mapping[str, int] | None = None, now: datetime | None = None,
-                 progress: Callable[[str], None] | None = None) -> TrainResult:
+                 progress: Callable[[str], None] | None = None,
+                 facts: UserFacts | None = None) -> TrainResult:
     """Fit personas on feature rows and produce a signed bundle.
 
     Args:
@@ -98,6 +100,9 @@ def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, k
         bad_rows: rejected input rows per reason, recorded in the metrics.
         now: the creation time (default: the system clock).
         progress: called with a short message after each step.
+        facts: per-user facts in people's units, one per row (display values,
+            lifecycle, outcome), for the cards; under ``epsilon`` only the
+            outcome is used, noised and spent from the ledger.
 
     Returns:
         The bundle files and the manifest.
@@ -110,11 +115,12 @@ def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, k
     if options.epsilon is not None:
         if not isinstance(rows, np.ndarray):
             raise InputError("differential privacy runs on the local engine only; drop --engine dask")
-        return _train_private(rows, spec, key, options, lineage, created, note)
+        return _train_private(rows, spec, key, options, lineage, created, note, facts)
     model = PersonaKMeans(spec, n_clusters=options.k, k_range=options.k_range,
                           k_min=options.k_min, min_share=options.min_share, seed=options.seed,
                           stability_rounds=options.stability_rounds).fit(rows, note)
-    cards = cards_from_stats(spec, *model.profile_)
+    summary = summarise_facts(facts, model.labels_, model.k_) if facts is not None else None
+    cards = cards_from_stats(spec, *model.profile_, None, summary)
     note("persona cards written")
     metrics = model.metrics_
     fields = {
@@ -147,7 +153,8 @@ def _sign(fields: dict[str, object], params: AssignerParams, cards: tuple[Person
 
 def _train_private(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519PrivateKey,
                    options: TrainOptions, lineage: Mapping[str, str | int | float | None],
-                   created: datetime, note: Callable[[str], None]) -> TrainResult:
+                   created: datetime, note: Callable[[str], None],
+                   facts: UserFacts | None = None) -> TrainResult:
     """The differentially private path: ledger check, DP k-means, ledger spend, sign."""
     from edgepersona.trainer.release.train_private import fit_private
 
@@ -174,7 +181,15 @@ def _train_private(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed2551
                     "inertia": None},
         "lineage": {"source": source, "users": release.n_users, "users_note": "noisy count"},
     }
-    files = _sign(fields, release.params, release.cards, options, key)
-    note("private bundle exported and signed")
     labels = numpy_assign(release.params, rows)[0]
+    if facts is not None and facts.outcome is not None:
+        from edgepersona.trainer.release.train_private import private_outcomes
+
+        fields["personas"] = private_outcomes(release, facts, labels, options.ledger, key,
+                                              source=source, epsilon=options.epsilon or 0.0,
+                                              seed=options.seed, now=created,
+                                              note=f"{options.model_id} v{options.version}")
+        note("outcome rates noised and spent from the ledger")
+    files = _sign(fields, release.params, fields["personas"], options, key)  # type: ignore[arg-type]
+    note("private bundle exported and signed")
     return TrainResult(files, parse_manifest(files[MANIFEST_NAME]), labels, release.suppressed)
