@@ -151,6 +151,7 @@ def test_explanations_name_features_in_plain_words(bundle_files: Mapping[str, by
         for reason in result.reasons:
             assert reason.feature in names and reason.share > 0
             assert result.name in reason.sentence
+            assert "'" not in reason.sentence and "e-" not in reason.sentence  # no quotes, no 1e-14
 
 
 def test_update_persists_the_trusted_version_against_rollback(

@@ -6,7 +6,7 @@ plain measure recomputed from the raw events over the spec's period ``P``
 (``period_days``, else the longest half-life rounded to 7, 14, 30, 60, 90, 180
 or 365 days):
 
-* ``count``: events in the last ``P`` days;
+* ``count``: events in the last ``P`` days (all events when the feature does not decay);
 * ``sum``: the sum of the property over the last ``P`` days (in the feature's unit);
 * ``mean``: the property's average per event over the last ``P`` days (users
   without such an event are left out);
@@ -114,6 +114,11 @@ def measures(spec: FeatureSpec) -> tuple[Measure, ...]:
     for feature in spec.features:
         label = feature.display_label()
         event = spec.event_labels.get(feature.event, feature.event)
+        if feature.window.kind == "all_time" and feature.aggregate != "mean":
+            period_phrase = ""  # all time (a table's own column, an undecayed count)
+            out.append(Measure(label, feature.unit or ("days" if feature.aggregate ==
+                                                       "recency_days" else None), period_phrase))
+            continue
         period_phrase = {"count": last, "sum": last, "distinct": last, "active_days": last,
                          "mean": f" per {singular(event)}",
                          "recency_days": ""}[feature.aggregate]
@@ -125,6 +130,12 @@ def measures(spec: FeatureSpec) -> tuple[Measure, ...]:
 def _plain(feature: Feature) -> Feature:
     """The feature without decay, so it counts or sums plainly (recency is unchanged)."""
     return feature.model_copy(update={"window": Window(), "transform": "none"})
+
+
+def _all_time(spec: FeatureSpec) -> list[int]:
+    """Features shown over all the data: undecayed ones (their measure names no period)."""
+    return [j for j, f in enumerate(spec.features)
+            if f.window.kind == "all_time" and f.aggregate not in ("mean", "recency_days")]
 
 
 def log_facts(log: EventLog, spec: FeatureSpec, at: float | None = None,
@@ -149,6 +160,9 @@ def log_facts(log: EventLog, spec: FeatureSpec, at: float | None = None,
                         distinct_cap=spec.distinct_cap)
     display = (compute_features(recent, plain, reference) if keep.any()
                else np.zeros((log.n_users, len(spec.features))))
+    whole = _all_time(spec)
+    if whole:
+        display[:, whole] = compute_features(log, plain, reference)[:, whole]
     seen = log.time <= reference
     last = np.full(log.n_users, -np.inf)
     first = np.full(log.n_users, np.inf)

@@ -37,6 +37,8 @@ __all__ = ["DUPLICATE_R", "drop_duplicates", "suggest_min_confidence", "suggest_
 
 F64 = npt.NDArray[np.float64]
 DUPLICATE_R = 0.98  # |correlation over users| at which two features count as one
+_CODE_WORDS = {"region", "channel", "type", "browser", "system", "systems", "country", "code",
+               "category", "segment", "group", "class", "gender", "id", "zip", "postcode"}
 
 _MAX_EVENT_TYPES = 6
 _MIN_EVENT_SHARE = 0.01
@@ -261,6 +263,13 @@ def suggest_min_confidence(features: list[Feature], rows: F64, seed: int | None,
                        f" 'not yet determined' ({share:.0%} of users in a trial fit of {k} personas)")
 
 
+def _looks_like_a_code(name: str, values: F64) -> bool:
+    """A column of a few whole numbers named like a category (region, channel, browser, ...)."""
+    words = set(humanise(name).lower().split())
+    whole = bool(np.all(values == np.round(values)))
+    return whole and len(np.unique(values)) <= 64 and bool(words & _CODE_WORDS)
+
+
 def _seed(seed: int | None) -> int:
     """A seed for scikit-learn: the given one, or fresh from the OS."""
     return secrets.randbits(31) if seed is None else seed
@@ -294,6 +303,8 @@ def suggest_table_spec(columns: dict[str, npt.NDArray[np.float64]], *, seed: int
     if not columns:
         raise InputError("the table has no numeric column whose name is a valid feature name"
                          " (letters, digits, _; not starting with a digit)")
+    codes = [n for n, v in columns.items() if _looks_like_a_code(n, v)]
+    columns = {n: v for n, v in columns.items() if n not in codes} or columns
     features = []
     for name, values in columns.items():
         skewed = values.min() >= 0 and np.quantile(values, 0.99) > 10 * max(np.median(values), 1e-9)
@@ -302,6 +313,8 @@ def suggest_table_spec(columns: dict[str, npt.NDArray[np.float64]], *, seed: int
                                 transform="log1p" if skewed else "none", bounds=_WIDE,
                                 label=label, high_name=f"High {label}", low_name=f"Low {label}"))
     kept, rows, notes = drop_duplicates(features, np.column_stack(list(columns.values())))
+    notes = [f"dropped {n}: its whole-number values look like category codes, not amounts"
+             for n in codes if n not in columns] + notes
     min_confidence, confidence_note = suggest_min_confidence(kept, rows, seed)
     return FeatureSpec(features=tuple(_with_bounds(kept, rows, seed)),
                        min_confidence=min_confidence,

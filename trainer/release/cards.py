@@ -274,15 +274,20 @@ def _lower_first(text: str) -> str:
 
 
 def _join(phrases: list[str]) -> str:
-    """One name from phrases: merged when they name the same people, else joined with &."""
+    """One name from phrases: merged when they share a word at either end, else joined with &."""
     name = phrases[0]
     for phrase in phrases[1:]:
-        head, _, noun = name.rpartition(" ")
-        other_head, _, other_noun = phrase.rpartition(" ")
-        if phrase.lower() in name.lower():
+        if phrase.lower() == name.lower():
             continue
-        if head and other_head and noun.lower() == other_noun.lower():
-            name = f"{head} {_lower_first(other_head)} {noun}"
+        words, other = name.split(" "), phrase.split(" ")
+        same_start = len(words) > 1 and len(other) > 1 and words[0].lower() == other[0].lower()
+        same_end = len(words) > 1 and len(other) > 1 and words[-1].lower() == other[-1].lower()
+        if same_start and same_end and len(words) > 2 and len(other) > 2:
+            name = " ".join([*words[:-1], "&", *other[1:]])     # High bounce & exit rates
+        elif same_end:
+            name = " ".join([*words[:-1], _lower_first(" ".join(other[:-1])), words[-1]])
+        elif same_start:
+            name = " ".join([*words, "&", *other[1:]])          # High fresh & delicassen
         else:
             name = f"{name} & {_lower_first(phrase)}"
     return name
@@ -318,14 +323,14 @@ def _names(spec: FeatureSpec, z: F64) -> list[str]:
 
 
 def _clause(feature: Feature, trait: Trait) -> str:
-    """A trait as a clause: "more purchases", "a lower average purchase value"."""
+    """A trait as a clause: "more purchases", "lower average purchase value"."""
     label = humanise(feature.display_label())
     high = trait.direction == "high"
     if feature.aggregate == "recency_days":
         return "a longer time since their last activity" if high else "more recent activity"
     if feature.aggregate in _COUNT_LIKE:
         return f"{'more' if high else 'fewer'} {label}"
-    return f"a {'higher' if high else 'lower'} {label}"
+    return f"{'higher' if high else 'lower'} {label}"
 
 
 def _describe(spec: FeatureSpec, share: float, traits: tuple[Trait, ...],
@@ -335,7 +340,7 @@ def _describe(spec: FeatureSpec, share: float, traits: tuple[Trait, ...],
     if traits:
         clauses = [_clause(by_name[t.feature], t) for t in traits]
         listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
-        text = f"{share:.0%} of users. Compared with all users they have {listed}."
+        text = f"{share:.0%} of users. Compared with all users: {listed}."
     else:
         text = f"{share:.0%} of users. They sit close to the average on every feature."
     if lifecycle is not None:
