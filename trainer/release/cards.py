@@ -301,7 +301,13 @@ def _candidates(spec: FeatureSpec, z: F64) -> list[str]:
     phrases = [_phrase(spec.features[j], bool(z[j] > 0)) for j in strongest]
     options = [_join([phrases[a], phrases[b]]) for a, b in combinations(range(len(phrases)), 2)]
     options += phrases + ([_join(phrases[:3])] if len(phrases) >= 3 else [])
-    return list(dict.fromkeys(options))
+    return [o for o in dict.fromkeys(options) if _no_repeats(o)] or phrases[:1]
+
+
+def _no_repeats(name: str) -> bool:
+    """True when no word comes twice (two traits about the same thing read as one)."""
+    words = [w for w in name.lower().split() if w != "&"]
+    return len(words) == len(set(words))
 
 
 def _names(spec: FeatureSpec, z: F64) -> list[str]:
