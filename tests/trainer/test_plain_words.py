@@ -9,8 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from edgepersona.sdk import FeatureSpec
 from edgepersona.trainer.data.bounds import GRID, coarse_bounds

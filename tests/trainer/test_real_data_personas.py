@@ -32,6 +32,7 @@ from edgepersona.trainer.data.events import EventLog, read_event_log
 from edgepersona.trainer.data.facts import horizons
 from edgepersona.trainer.data.suggest import suggest_spec
 
+
 def bundled_dataset(name: str) -> Path:
     """Path of a file shipped in ``edgepersona.trainer.datasets`` (no shared folder needed)."""
     return Path(str(resources.files("edgepersona.trainer.datasets").joinpath(name)))
@@ -236,7 +237,7 @@ def test_table_cards_are_plain_and_show_the_tables_own_values(
 
 def test_table_zero_config_drops_category_codes_and_passes_the_audit(
         table: tuple[str, Manifest, Path, Path]) -> None:
-    name, manifest, bundle, public = table
+    _, manifest, bundle, public = table
     assert "Region" not in manifest.spec.names
     assert any("category codes" in n for n in manifest.spec.notes)
     assert manifest.privacy.bounds_source == "coarse"

@@ -12,10 +12,10 @@ import pytest
 from edgepersona.sdk import FeatureSpec, InputError, PersonaCard, load_spec_json
 from edgepersona.trainer.data.bounds import GRID
 from edgepersona.trainer.data.events import EventLog, read_event_log
+from edgepersona.trainer.data.facts import UserFacts, log_facts
 from edgepersona.trainer.data.features import compute_features
 from edgepersona.trainer.data.suggest import suggest_spec, suggest_table_spec
 from edgepersona.trainer.engines.kmeans import PersonaKMeans
-from edgepersona.trainer.data.facts import UserFacts, log_facts
 from edgepersona.trainer.release.cards import (
     MIN_TRAIT_Z,
     TOP_TRAITS,

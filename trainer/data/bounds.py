@@ -3,7 +3,7 @@
 Bounds taken straight from the data (a minimum, a maximum, an exact
 percentile) are the value of one particular user, and every release that
 clips to them publishes it. Here a bound is instead *chosen* from a fixed,
-data-independent grid of round numbers (0 and ±1, 2, 5 × 10^k) with the
+data-independent grid of round numbers (0 and ±1, 2, 5 times 10^k) with the
 exponential mechanism (McSherry & Talwar 2007): grid value ``g`` is picked
 with probability proportional to ``exp(ε · u(g) / 2)``, where ``u(g) = -|#{x ≤
 g} - q·n| - s(g)`` (``#{x < g}`` for the low bound) is how far ``g`` is, in users, from the wanted quantile
@@ -71,6 +71,6 @@ def coarse_bounds(values: F64, aggregate: str, *, log1p: bool, seed: int | None 
         low = 0.0
     else:
         low = min(_noisy_quantile(values, 0.01, epsilon, rng, GRID), 0.0)
-    above = GRID[GRID > low]
+    above = GRID[low < GRID]
     high = _noisy_quantile(values, 0.99, epsilon, rng, above)
     return low, high

@@ -104,7 +104,8 @@ def _nanmean(block: F64) -> F64:
     present = np.isfinite(block)
     totals = np.where(present, block, 0.0).sum(axis=0)
     counts = present.sum(axis=0)
-    return np.divide(totals, counts, out=np.full(block.shape[1], np.nan), where=counts > 0)
+    means: F64 = np.divide(totals, counts, out=np.full(block.shape[1], np.nan), where=counts > 0)
+    return means
 
 
 def human_number(value: float, unit: str | None = None) -> str:

@@ -16,9 +16,9 @@ from edgepersona.sdk import FeatureSpec, InputError, Manifest, PersonaCard
 from edgepersona.sdk.protocol.assign import numpy_assign
 from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, MODEL_NAME
 from edgepersona.sdk.protocol.manifest import AssignerParams, parse_manifest
+from edgepersona.trainer.data.facts import UserFacts
 from edgepersona.trainer.engines.kmeans import PersonaKMeans
 from edgepersona.trainer.engines.row_blocks import RowBlocks
-from edgepersona.trainer.data.facts import UserFacts
 from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown, summarise_facts
 from edgepersona.trainer.release.export import sign_manifest
 from edgepersona.trainer.release.export_onnx import build_onnx
