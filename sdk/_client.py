@@ -114,7 +114,8 @@ class PersonaClient:
 
         Args:
             bundle: the bundle to run (folder, ``.zip``, bytes or mapping).
-            trusted_keys: public keys accepted as bundle signers. After a key
+            trusted_keys: public keys accepted as bundle signers (bytes, or paths
+                of key files or key folders, as for ``PersonaRuntime.open``). After a key
                 rotation (:meth:`rotate_key`) the store's rotated keys are
                 trusted too, and a key a rotation revoked is not, even if
                 listed here.

@@ -88,7 +88,8 @@ class PersonaRuntime:
 
         Args:
             bundle: a bundle directory, ``.zip`` path, archive bytes or name → bytes.
-            trusted_keys: public keys accepted as signers (PEM, raw or hex).
+            trusted_keys: public keys accepted as signers (PEM, raw or hex bytes), or
+                paths (``str``/``Path``) of key files or key folders.
             now: the current time for the expiry check (default: the system clock).
             min_version: refuse versions below this (the version the device trusts).
             backend: ``auto``, ``onnxruntime`` or ``numpy``.

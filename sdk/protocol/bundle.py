@@ -6,9 +6,11 @@ order of checks is the point of this module:
 
 1. read the small ``signature`` file and find its key among the trusted keys;
 2. verify the signature over the raw manifest bytes (nothing parsed yet);
-3. parse the manifest; refuse it if expired or older than the trusted version;
+3. parse the manifest;
 4. require the exact file set the manifest declares (no extra, none missing);
-5. read each file no further than its declared size and check its SHA-256.
+5. read each file no further than its declared size and check its SHA-256;
+6. only then refuse it if expired or older than the trusted version, so a
+   tampered old bundle is reported as tampered, not as a rollback.
 
 Only then does the caller hand ``model.onnx`` to onnxruntime.
 """
@@ -189,10 +191,10 @@ def verify_bundle(source: BundleSource, trusted: TrustedKeys, *, now: datetime,
         raise ModelIntegrityError(f"bundle manifest is larger than {MAX_MANIFEST_BYTES} bytes")
     trusted.verify(MANIFEST_CONTEXT, raw, signature)
     manifest = parse_manifest(raw)
-    _check_freshness(manifest, now=now, min_version=min_version)
     _check_file_set(manifest, source.names())
     files = {name: _read_checked(source, name, entry.size, entry.sha256)
              for name, entry in manifest.files.items()}
+    _check_freshness(manifest, now=now, min_version=min_version)
     return VerifiedBundle(manifest, files, signature.key_id)
 
 
@@ -206,8 +208,8 @@ def _check_freshness(manifest: Manifest, *, now: datetime, min_version: int) -> 
             f" {manifest.expires_at.astimezone(UTC).isoformat()}; fetch a newer bundle")
     if manifest.version < min_version:
         raise RollbackError(
-            f"bundle {manifest.model_id} v{manifest.version} is older than the trusted"
-            f" v{min_version}; refusing to roll back")
+            f"bundle {manifest.model_id} v{manifest.version} is older than v{min_version},"
+            " the oldest version this device accepts; refusing to roll back")
 
 
 def _check_file_set(manifest: Manifest, present: frozenset[str]) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -27,11 +30,17 @@ __all__ = [
     "TrustedKeys",
     "key_id",
     "load_public_key",
+    "read_public_keys",
     "sign",
 ]
 
 MANIFEST_CONTEXT = b"edgepersona/manifest/v1\x00"
 _MAX_SIGNATURE_FILE = 4096  # bytes
+_MAX_KEY_FILE = 16_384  # bytes; a PEM public key is about 113
+_PUBLIC_SUFFIX = ".pub.pem"
+_HEX_KEY = re.compile(r"\s*[0-9a-fA-F]{64}\s*")
+
+KeySource = bytes | str | os.PathLike[str] | Ed25519PublicKey
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -75,6 +84,62 @@ def load_public_key(data: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
         raise InputError(
             "expected an Ed25519 public key as PEM, 32 raw bytes or 64 hex characters;"
             " create one with `edgepersona keys generate`") from None
+
+
+def read_public_keys(path: str | os.PathLike[str]) -> list[Ed25519PublicKey]:
+    """Read the public key in a PEM file, or every Ed25519 ``*.pub.pem`` key in a folder.
+
+    A folder written by ``edgepersona keys generate`` works as it is; a collector
+    key (not Ed25519) in the same folder is skipped.
+
+    Args:
+        path: a key file or a key folder.
+
+    Returns:
+        The keys (at least one).
+
+    Raises:
+        InputError: the path does not exist, or holds no Ed25519 public key.
+    """
+    where = Path(path)
+    if where.is_dir():
+        keys = []
+        for file in sorted(where.glob(f"*{_PUBLIC_SUFFIX}")):
+            try:
+                keys.append(load_public_key(_read_key_file(file)))
+            except InputError:
+                continue
+        if not keys:
+            raise InputError(f"no Ed25519 public key (*{_PUBLIC_SUFFIX}) in the folder {where};"
+                             " pass the key file or the folder `edgepersona keys generate` wrote")
+        return keys
+    if not where.exists():
+        raise InputError(f"no public key file or key folder at {where}; pass the signing_key"
+                         f"{_PUBLIC_SUFFIX} that `edgepersona keys generate` wrote, or its folder")
+    data = _read_key_file(where)
+    try:
+        return [load_public_key(data)]
+    except InputError as problem:
+        raise InputError(f"{where}: {problem}") from None
+
+
+def _read_key_file(file: Path) -> bytes:
+    """A key file's bytes, refusing files far larger than any key (a wrong path)."""
+    with file.open("rb") as handle:
+        data = handle.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise InputError(f"{file} is larger than any public key file; is it the right path?")
+    return data
+
+
+def _keys_from(source: KeySource) -> list[Ed25519PublicKey]:
+    """One trusted-key argument as keys: key data as it is, a path read from disk."""
+    if isinstance(source, os.PathLike):
+        return read_public_keys(source)
+    if isinstance(source, str) and not (source.lstrip().startswith("-----BEGIN")
+                                        or _HEX_KEY.fullmatch(source)):
+        return read_public_keys(source)
+    return [load_public_key(source)]
 
 
 def sign(private: Ed25519PrivateKey, context: bytes, message: bytes) -> SignatureFile:
@@ -146,19 +211,24 @@ class TrustedKeys:
     and the counter of the last rotation it applied.
     """
 
-    def __init__(self, keys: Iterable[bytes | str | Ed25519PublicKey], *,
+    def __init__(self, keys: Iterable[KeySource] | KeySource, *,
                  revoked: Iterable[str] = (), rotation: int = 0) -> None:
         """Build the set.
 
         Args:
-            keys: public keys (PEM, raw bytes, hex or key objects).
+            keys: public keys (PEM, raw bytes, hex or key objects), or paths (``str``
+                or ``Path``) of a PEM key file or of a folder whose ``*.pub.pem``
+                Ed25519 keys are all trusted (see :func:`read_public_keys`); one key
+                or path alone works too.
             revoked: ids of keys that are never trusted, even when listed in ``keys``.
             rotation: the counter of the last key rotation applied (0: none).
 
         Raises:
             InputError: a key cannot be loaded, or no key is left to trust.
         """
-        loaded = [load_public_key(k) for k in keys]
+        if isinstance(keys, str | bytes | os.PathLike | Ed25519PublicKey):
+            keys = [keys]
+        loaded = [key for source in keys for key in _keys_from(source)]
         self._revoked = frozenset(revoked)
         self._rotation = rotation
         self._keys: Mapping[str, Ed25519PublicKey] = {

@@ -19,8 +19,9 @@ IDS = ["01", "1", "001", "00001"]
 
 def _events_csv(path: Path) -> Path:
     lines = ["user_id,timestamp,event,value"]
-    for day, user in enumerate(IDS * 5):
-        lines.append(f"{user},2024-01-{day % 28 + 1:02d}T10:00:00,purchase,{day % 7 + 1}")
+    for i, user in enumerate(IDS):  # users differ: 1, 4, 7 and 10 purchases
+        for day in range(1 + 3 * i):
+            lines.append(f"{user},2024-01-{day * 2 + i + 1:02d}T10:00:00,purchase,{day % 7 + i}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

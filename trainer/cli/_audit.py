@@ -10,16 +10,44 @@ import numpy as np
 from rich.table import Table
 
 from edgepersona.sdk import InputError, PersonaRuntime
+from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
+from edgepersona.trainer.cli._errors import EXIT_AUDIT_FAILED, EXIT_OK
 from edgepersona.trainer.cli._render import console, print_json
 
-__all__ = ["audit"]
+__all__ = ["add_parser", "audit"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``audit``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    parser = sub.add_parser("audit", help="privacy audit of a bundle: integrity, budget, egress, checks")
+    parser.add_argument("bundle", help="bundle folder or .zip")
+    parser.add_argument("--ledger", help="privacy budget ledger to verify and summarise")
+    parser.add_argument("--source", help="only this ledger source")
+    parser.add_argument("--db", help="collector database URL, to list what it stores")
+    parser.add_argument("--data", help="event log for the fairness table (with --group-column)")
+    parser.add_argument("--group-column", help="audit-only attribute (e.g. region); never clustered")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    parser.add_argument("--html", metavar="OUT.html", help="also write the audit as an HTML page")
+    add_trusted(parser)
+    parser.set_defaults(handler=audit)
 
 
 def audit(args: argparse.Namespace) -> int:
-    """Build the audit, print it, and exit non-zero when a check fails."""
+    """Build the audit, print it, and exit non-zero when a check fails.
+
+    Args:
+        args: the parsed ``audit`` options.
+
+    Returns:
+        0 when every check passes, 3 when one fails.
+    """
     from edgepersona.trainer.privacy.audit import build_audit
 
-    keys = [Path(k).read_bytes() for k in args.trusted_key]
+    keys = trusted_keys(args)
     fairness = _fairness(args, keys) if args.group_column else None
     report = build_audit(args.bundle, trusted_keys=keys,
                          ledger=Path(args.ledger) if args.ledger else None, source=args.source,
@@ -33,7 +61,7 @@ def audit(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         _print(report)
-    return 0 if report["passed"] else 3
+    return EXIT_OK if report["passed"] else EXIT_AUDIT_FAILED
 
 
 def _fairness(args: argparse.Namespace, keys: list[bytes]) -> dict[str, Any]:

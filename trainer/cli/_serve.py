@@ -14,7 +14,33 @@ import stat
 import sys
 from pathlib import Path
 
-__all__ = ["serve"]
+from edgepersona.trainer.cli._args import Subparsers
+from edgepersona.trainer.cli._types import port, positive_int
+
+__all__ = ["add_parser", "serve"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``serve``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    parser = sub.add_parser("serve", help="run the collector: sealed sync in, approved bundles out")
+    parser.add_argument("--db", required=True,
+                        help="database URL: sqlite:///collector.db or postgresql://user:pass@host/db")
+    parser.add_argument("--collector-key", required=True, metavar="KEYFILE",
+                        help="collector private key file (or its folder)")
+    parser.add_argument("--bundles", required=True, metavar="DIR",
+                        help="folder of <model_id>-v<version>.zip bundles (or folders) to serve")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=port, default=8787, help="port to listen on (8787)")
+    parser.add_argument("--app-id", default="edgepersona", help="app id devices seal for (edgepersona)")
+    parser.add_argument("--replay-window-days", type=positive_int, default=7,
+                        help="days a contribution stays acceptable and deduplicated (7)")
+    parser.add_argument("--max-body-bytes", type=positive_int, default=65_536,
+                        help="largest sync request body in bytes (65536)")
+    parser.set_defaults(handler=serve)
 
 
 def _read_key(path: Path) -> bytes:

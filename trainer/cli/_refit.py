@@ -1,4 +1,4 @@
-"""``edgepersona refit`` and ``edgepersona approve``: dynamic personas from the collector."""
+"""``edgepersona refit``: dynamic personas, refitted from the collector's aggregates."""
 
 from __future__ import annotations
 
@@ -8,19 +8,56 @@ from pathlib import Path
 import numpy as np
 
 from edgepersona.sdk import InputError, PersonaRuntime
+from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
 from edgepersona.trainer.cli._render import console
+from edgepersona.trainer.cli._types import days, positive_float, positive_int, probability
 
-__all__ = ["approve", "refit"]
+__all__ = ["add_parser", "refit"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``refit``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    parser = sub.add_parser("refit", help="refit personas from collector aggregates (new version)")
+    parser.add_argument("--db", required=True,
+                        help="collector database URL: sqlite:///PATH or postgresql://…")
+    parser.add_argument("--previous", required=True, help="the bundle devices assigned with")
+    parser.add_argument("--key", required=True, help="signing key file or folder")
+    parser.add_argument("--out", help="bundle folder to create (default: <model>-v<N> beside --previous)")
+    parser.add_argument("--k-min", type=positive_int, default=10,
+                        help="fewest contributions per persona (10)")
+    parser.add_argument("--drift-threshold", type=positive_float, default=0.15,
+                        help="relative centroid move or share change that needs review (0.15)")
+    parser.add_argument("--days", type=positive_int, help="use only the last N days of contributions")
+    parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
+    parser.add_argument("--epsilon", type=positive_float, help="noise counts and sums with (ε, δ)-DP")
+    parser.add_argument("--delta", type=probability, default=1e-6, help="DP δ (1e-6)")
+    parser.add_argument("--ledger", help="privacy budget ledger (required with --epsilon)")
+    parser.add_argument("--source", help="ledger source to spend from (default: the model id)")
+    add_trusted(parser)
+    parser.set_defaults(handler=refit)
 
 
 def refit(args: argparse.Namespace) -> int:
-    """Refit the previous version from the collector's aggregates and sign version + 1."""
+    """Refit the previous version from the collector's aggregates and sign version + 1.
+
+    Args:
+        args: the parsed ``refit`` options.
+
+    Returns:
+        0 on success (published or held for review).
+
+    Raises:
+        InputError: ``--epsilon`` without ``--ledger``.
+    """
     from edgepersona.trainer.collector import open_store
     from edgepersona.trainer.release.keys import load_signing_key
     from edgepersona.trainer.release.refit import PersonaAggregates, refit_bundle, write_refit
 
-    previous = PersonaRuntime.open(args.previous, trusted_keys=[
-        Path(k).read_bytes() for k in args.trusted_key]).manifest
+    previous = PersonaRuntime.open(args.previous, trusted_keys=trusted_keys(args)).manifest
     store = open_store(args.db)
     try:
         first_day = None
@@ -65,14 +102,3 @@ def refit(args: argparse.Namespace) -> int:
                   f" written to {out}: {verdict}")
     return 0
 
-
-def approve(args: argparse.Namespace) -> int:
-    """Approve a refit that the drift gate held back."""
-    from edgepersona.trainer.release.refit import approve_bundle
-
-    folder = Path(args.bundle)
-    if approve_bundle(folder):
-        console.print(f"approved {folder}: the collector serves it from the next request")
-    else:
-        console.print(f"{folder} was not waiting for review; nothing to do")
-    return 0
