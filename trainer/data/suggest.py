@@ -187,8 +187,8 @@ def _bounds_note(n_features: int) -> str:
     """How the bounds were chosen, for the spec's notes."""
     return (f"bounds of the {n_features} features are round numbers near each feature's 1st and"
             f" 99th percentile, chosen with the exponential mechanism (ε = {BOUND_EPSILON:g} per"
-            " bound, not spent from a ledger) and rounded outward, so they reveal no individual's"
-            " value; declare your own for a private release")
+            " bound, not spent from a ledger) on a coarse grid (1, 2, 5 times a power of ten), so"
+            " they reveal no individual's value; declare your own for a private release")
 
 
 def suggest_spec(log: EventLog, at: float | None = None, *, seed: int | None = None,
@@ -228,8 +228,8 @@ def _min_events(log: EventLog) -> tuple[int, str]:
     per_user = np.bincount(log.user, minlength=log.n_users)
     typical = float(np.median(per_user))
     threshold = int(min(10, max(2, round(typical / 20))))
-    return threshold, (f"min_events = {threshold}: a user with fewer events is 'not yet"
-                       f" determined' (the typical user here has {typical:g} events)")
+    return threshold, (f"min_events = {threshold}: a user with fewer events is not yet"
+                       f" determined (the typical user here has {typical:g} events)")
 
 
 def suggest_min_confidence(features: list[Feature], rows: F64, seed: int | None,
@@ -260,7 +260,7 @@ def suggest_min_confidence(features: list[Feature], rows: F64, seed: int | None,
     threshold = float(np.clip(np.floor(np.quantile(confidence, 0.05) * 20) / 20, 0.05, 0.5))
     share = float((confidence < threshold).mean())
     return threshold, (f"min_confidence = {threshold:.2f}: assignments less sure than this are"
-                       f" 'not yet determined' ({share:.0%} of users in a trial fit of {k} personas)")
+                       f" not yet determined ({share:.0%} of users in a trial fit of {k} personas)")
 
 
 def _looks_like_a_code(name: str, values: F64) -> bool:

@@ -137,10 +137,17 @@ def human_number(value: float, unit: str | None = None) -> str:
     return f"{text} {unit}"
 
 
+def _ratio(value: float, population: float) -> str:
+    """" (2.3x)" against the population; "(<0.1x)" rather than a misleading 0.0x."""
+    if not (population > 0 and value >= 0 and np.isfinite(value / population)):
+        return ""
+    ratio = value / population
+    return f" ({ratio:.1f}x)" if ratio >= 0.05 else " (<0.1x)"
+
+
 def _sentence(measure: Measure, value: float, population: float) -> str:
     """One trait as a sentence in the measure's units."""
-    ratio = (f" ({value / population:.1f}x)" if population > 0 and value > 0
-             and np.isfinite(value / population) else "")
+    ratio = _ratio(value, population)
     label = measure.label[:1].upper() + measure.label[1:]
     return (f"{label}: {human_number(value, measure.unit)}{measure.period} vs"
             f" {human_number(population, measure.unit)} across all users{ratio}.")
@@ -367,7 +374,7 @@ def outcome_sentence(outcome: OutcomeRate) -> str:
     Returns:
         E.g. "Outcome, revenue: 25% of them vs 15% of all users (1.7x)."
     """
-    ratio = f" ({outcome.rate / outcome.population:.1f}x)" if outcome.population > 0 else ""
+    ratio = _ratio(outcome.rate, outcome.population)
     noise = " (with privacy noise)" if outcome.noised else ""
     return (f"Outcome, {humanise(outcome.name)}: {outcome.rate:.0%} of them vs"
             f" {outcome.population:.0%} of all users{ratio}{noise}.")
