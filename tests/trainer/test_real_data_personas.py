@@ -266,3 +266,6 @@ def test_shoppers_outcome_rates_are_the_revenue_share_of_each_persona(
         assert card.outcome.rate == pytest.approx(sum(members) / len(members), abs=1e-9)
         assert card.outcome.population == pytest.approx(sum(revenue) / len(revenue))
         assert "Outcome, revenue:" in card.description
+    page = tmp_path / "personas.html"
+    assert main(["report", str(bundle), "--trusted-key", str(public), "--html", str(page)]) == 0
+    assert page.read_text(encoding="utf-8").count("Outcome, revenue:") >= len(manifest.personas)
