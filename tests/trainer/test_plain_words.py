@@ -11,12 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, strategies as st
 
-from edgepersona.sdk import FeatureSpec
+from edgepersona.sdk import Feature, FeatureSpec, Window
 from edgepersona.trainer.data.bounds import GRID, coarse_bounds
 from edgepersona.trainer.data.facts import table_facts
 from edgepersona.trainer.data.vocabulary import humanise, plural
 from edgepersona.trainer.privacy.ledger import PrivacyLedger
-from edgepersona.trainer.release.cards import human_number
+from edgepersona.trainer.release.cards import build_cards, human_number
 from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 
@@ -80,3 +80,19 @@ def test_private_outcome_rates_are_noised_and_spent_from_the_ledger(
         assert card.outcome is not None and card.outcome.noised
         assert 0.0 <= card.outcome.rate <= 1.0
         assert "with privacy noise" in card.description
+
+
+def test_the_specs_vocabulary_names_events_and_units_in_cards() -> None:
+    window = Window.half_life(30)
+    spec = FeatureSpec(features=(
+        Feature(name="buys", event="purchase", aggregate="count", window=window, bounds=(0, 100)),
+        Feature(name="spend", event="purchase", property="value", aggregate="sum", window=window,
+                bounds=(0, 10_000), unit="£")),
+        event_labels={"purchase": "order lines"}, period_days=30)
+    rows = np.array([[1.0, 20.0]] * 10 + [[30.0, 2_000.0]] * 10)
+    cards = build_cards(spec, rows, np.array([0] * 10 + [1] * 10), 2, facts=table_facts(rows))
+    sentences = [t.sentence for c in cards for t in c.traits]
+    assert "Order lines: 30 in the last 30 days vs 16 across all users (1.9x)." in sentences
+    assert "Order line value: £2,000 in the last 30 days vs £1,010 across all users (2.0x)." in (
+        sentences)
+    assert all("_" not in c.name for c in cards)

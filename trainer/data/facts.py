@@ -34,9 +34,10 @@ from edgepersona.sdk import Feature, FeatureSpec, Window
 from edgepersona.sdk.protocol.spec import SECONDS_PER_DAY
 from edgepersona.trainer.data.events import EventLog
 from edgepersona.trainer.data.features import compute_features
-from edgepersona.trainer.data.vocabulary import singular
+from edgepersona.trainer.data.vocabulary import humanise, singular
 
-__all__ = ["STAGES", "Measure", "UserFacts", "horizons", "log_facts", "measures", "table_facts"]
+__all__ = ["STAGES", "Measure", "UserFacts", "feature_label", "horizons", "log_facts", "measures",
+           "table_facts"]
 
 F64 = npt.NDArray[np.float64]
 STAGES = ("new", "active", "at risk", "lapsed")
@@ -99,6 +100,27 @@ def horizons(spec: FeatureSpec) -> tuple[float, float]:
     return min(short, period / 2.0), period
 
 
+def feature_label(spec: FeatureSpec, feature: Feature) -> str:
+    """A feature's label in plain words: its own ``label``, else built from the vocabulary.
+
+    Args:
+        spec: the spec (its ``event_labels`` name events).
+        feature: the feature.
+
+    Returns:
+        E.g. "order lines" for a count of ``purchase`` with ``{"purchase": "order lines"}``,
+        "purchase value" for a sum, else the humanised feature name.
+    """
+    if feature.label:
+        return feature.label
+    event = spec.event_labels.get(feature.event)
+    if event and feature.aggregate == "count":
+        return event
+    if event and feature.aggregate in ("sum", "mean") and feature.property == "value":
+        return ("average " if feature.aggregate == "mean" else "") + f"{singular(event)} value"
+    return humanise(feature.name)
+
+
 def measures(spec: FeatureSpec) -> tuple[Measure, ...]:
     """How each feature of a spec is shown in cards (see the module docstring).
 
@@ -112,7 +134,7 @@ def measures(spec: FeatureSpec) -> tuple[Measure, ...]:
     last = f" in the last {period:g} days"
     out = []
     for feature in spec.features:
-        label = feature.display_label()
+        label = feature_label(spec, feature)
         event = spec.event_labels.get(feature.event, feature.event)
         if feature.window.kind == "all_time" and feature.aggregate != "mean":
             period_phrase = ""  # all time (a table's own column, an undecayed count)

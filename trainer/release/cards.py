@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from edgepersona.sdk import Feature, FeatureSpec, PersonaCard
 from edgepersona.sdk.protocol.manifest import Lifecycle, OutcomeRate, Trait
-from edgepersona.trainer.data.facts import Measure, UserFacts, measures
+from edgepersona.trainer.data.facts import Measure, UserFacts, feature_label, measures
 from edgepersona.trainer.data.vocabulary import humanise
 from edgepersona.trainer.engines.kmeans import preprocess
 
@@ -268,9 +268,9 @@ def _strongest(z: F64) -> list[int]:
     return [int(j) for j in np.argsort(-np.abs(z), kind="stable") if abs(z[j]) >= MIN_TRAIT_Z]
 
 
-def _phrase(feature: Feature, high: bool) -> str:
+def _phrase(spec: FeatureSpec, feature: Feature, high: bool) -> str:
     """How to call users who are high (or low) on a feature, in plain words."""
-    label = humanise(feature.display_label())
+    label = feature_label(spec, feature)
     text = (feature.high_name or f"High {label}") if high else (feature.low_name or f"Low {label}")
     return text.replace("'", "").replace('"', "").strip()
 
@@ -306,7 +306,7 @@ def _candidates(spec: FeatureSpec, z: F64) -> list[str]:
     strongest = _strongest(z)[:4]
     if not strongest:
         return ["Typical users"]
-    phrases = [_phrase(spec.features[j], bool(z[j] > 0)) for j in strongest]
+    phrases = [_phrase(spec, spec.features[j], bool(z[j] > 0)) for j in strongest]
     options = [_join([phrases[a], phrases[b]]) for a, b in combinations(range(len(phrases)), 2)]
     options += phrases + ([_join(phrases[:3])] if len(phrases) >= 3 else [])
     return [o for o in dict.fromkeys(options) if _no_repeats(o)] or phrases[:1]
@@ -336,9 +336,9 @@ def _names(spec: FeatureSpec, z: F64) -> list[str]:
     return [names[i] for i in range(len(z))]
 
 
-def _clause(feature: Feature, trait: Trait) -> str:
+def _clause(spec: FeatureSpec, feature: Feature, trait: Trait) -> str:
     """A trait as a clause: "more purchases", "lower average purchase value"."""
-    label = humanise(feature.display_label())
+    label = feature_label(spec, feature)
     high = trait.direction == "high"
     if feature.aggregate == "recency_days":
         return "a longer time since their last activity" if high else "more recent activity"
@@ -352,7 +352,7 @@ def _describe(spec: FeatureSpec, share: float, traits: tuple[Trait, ...],
     """One paragraph: share, the traits as clauses, lifecycle and outcome."""
     by_name = {f.name: f for f in spec.features}
     if traits:
-        clauses = [_clause(by_name[t.feature], t) for t in traits]
+        clauses = [_clause(spec, by_name[t.feature], t) for t in traits]
         listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
         text = f"{share:.0%} of users. Compared with all users: {listed}."
     else:
