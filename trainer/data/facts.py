@@ -175,6 +175,16 @@ def log_facts(log: EventLog, spec: FeatureSpec, at: float | None = None,
     """
     reference = float(log.time.max()) if at is None else float(at)
     short, period = horizons(spec)
+    flags = None
+    if outcome is not None:
+        flags = np.zeros(log.n_users, dtype=bool)
+        flags[log.user[(log.time <= reference) & (log.event == outcome)]] = True
+    return UserFacts(_display(log, spec, reference, period),
+                     _stages(log, reference, short, period), flags, outcome, period, short)
+
+
+def _display(log: EventLog, spec: FeatureSpec, reference: float, period: float) -> F64:
+    """Every feature's plain measure per user (see the module docstring)."""
     keep = (log.time > reference - period * SECONDS_PER_DAY) & (log.time <= reference)
     recent = EventLog(log.user[keep], log.time[keep], log.event[keep],
                       {k: v[keep] for k, v in log.properties.items()}, log.user_keys)
@@ -186,14 +196,9 @@ def log_facts(log: EventLog, spec: FeatureSpec, at: float | None = None,
     if whole:
         display[:, whole] = compute_features(log, plain, reference)[:, whole]
     seen = log.time <= reference
-    last = np.full(log.n_users, -np.inf)
-    first = np.full(log.n_users, np.inf)
-    np.maximum.at(last, log.user[seen], log.time[seen])
-    np.minimum.at(first, log.user[seen], log.time[seen])
-    since_last = (reference - last) / SECONDS_PER_DAY
     for j, feature in enumerate(spec.features):
         if feature.aggregate == "recency_days":
-            mask = seen & (True if feature.event == "*" else log.event == feature.event)
+            mask = seen & _matches(log, feature)
             latest = np.full(log.n_users, -np.inf)
             np.maximum.at(latest, log.user[mask], log.time[mask])
             display[:, j] = np.where(np.isfinite(latest), (reference - latest) / SECONDS_PER_DAY,
@@ -201,14 +206,22 @@ def log_facts(log: EventLog, spec: FeatureSpec, at: float | None = None,
         elif feature.aggregate == "mean":
             events = np.bincount(recent.user[_matches(recent, feature)], minlength=log.n_users)
             display[:, j] = np.where(events > 0, display[:, j], np.nan)
+    return display
+
+
+def _stages(log: EventLog, reference: float, short: float, period: float
+            ) -> npt.NDArray[np.int64]:
+    """Each user's lifecycle stage (an index into STAGES; -1 without any event by then)."""
+    seen = log.time <= reference
+    last = np.full(log.n_users, -np.inf)
+    first = np.full(log.n_users, np.inf)
+    np.maximum.at(last, log.user[seen], log.time[seen])
+    np.minimum.at(first, log.user[seen], log.time[seen])
+    since_last = (reference - last) / SECONDS_PER_DAY
     stage = np.select([(reference - first) / SECONDS_PER_DAY <= short, since_last <= short,
                        since_last <= period], [0, 1, 2], default=3).astype(np.int64)
     stage[~np.isfinite(last)] = -1
-    flags = None
-    if outcome is not None:
-        flags = np.zeros(log.n_users, dtype=bool)
-        flags[log.user[seen & (log.event == outcome)]] = True
-    return UserFacts(display, stage, flags, outcome, period, short)
+    return stage
 
 
 def _matches(log: EventLog, feature: Feature) -> npt.NDArray[np.bool_]:
