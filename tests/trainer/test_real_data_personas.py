@@ -130,7 +130,7 @@ def test_retail_cards_show_values_recomputed_from_the_raw_events(
             feature = by_name[trait.feature]
             mine = [_shown(feature, raw[u], end, period) for u in members]
             everyone = [_shown(feature, rows, end, period) for rows in raw.values()]
-            assert trait.display_value == pytest.approx(np.nanmean(mine), rel=0.02), trait.feature
+            assert trait.display_value == pytest.approx(np.nanmean(mine), rel=1e-9), trait.feature
             assert trait.display_population == pytest.approx(np.nanmean(everyone), rel=1e-9)
             checked += 1
     assert checked >= 3
@@ -157,7 +157,7 @@ def test_retail_lifecycle_shares_match_first_and_last_activity(
         shares = [stages.count(s) / len(stages) for s in ("new", "active", "at risk", "lapsed")]
         got = [card.lifecycle.new, card.lifecycle.active, card.lifecycle.at_risk,
                card.lifecycle.lapsed]
-        assert got == pytest.approx(shares, abs=0.02)
+        assert got == pytest.approx(shares, abs=1e-12)
         assert sum(got) == pytest.approx(1.0)
 
 
