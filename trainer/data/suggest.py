@@ -30,7 +30,14 @@ from edgepersona.sdk import Feature, FeatureSpec, InputError, Window
 from edgepersona.trainer.data.bounds import BOUND_EPSILON, coarse_bounds
 from edgepersona.trainer.data.events import EventLog
 from edgepersona.trainer.data.features import compute_features
-from edgepersona.trainer.data.vocabulary import actor_noun, humanise, is_money_event, plural, singular
+from edgepersona.trainer.data.vocabulary import (
+    actor_noun,
+    humanise,
+    is_money_event,
+    is_order_id,
+    plural,
+    singular,
+)
 
 __all__ = ["DUPLICATE_R", "drop_duplicates", "suggest_min_confidence", "suggest_spec",
            "suggest_table_spec"]
@@ -112,11 +119,12 @@ def _draft_features(log: EventLog, exclude: tuple[str, ...] = ()) -> list[Featur
     top = frequent[0] if frequent else "*"
     for prop in sorted(p for p in log.properties if p != "value" and 0 < len(p) <= 64):
         noun = plural(humanise(prop))
+        orders = is_order_id(prop)  # distinct invoices are orders, not "different invoices"
+        label = "orders" if orders else f"different {noun}"
         features.append(Feature(name=f"distinct_{_slug(prop)}", event=top, property=prop,
                                 aggregate="distinct", window=window, transform="log1p",
-                                bounds=_WIDE, label=f"different {noun}",
-                                high_name=f"Many different {noun}",
-                                low_name=f"Few different {noun}"))
+                                bounds=_WIDE, label=label, high_name=f"Many {label}",
+                                low_name=f"Few {label}"))
     features.append(Feature(name="active_days", event="*", aggregate="active_days",
                             window=window, bounds=_WIDE, label="active days",
                             high_name="Regulars", low_name="Rare visitors"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["actor_noun", "humanise", "is_money_event", "plural", "singular"]
+__all__ = ["actor_noun", "humanise", "is_money_event", "is_order_id", "plural", "singular"]
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _ACTORS = {
@@ -22,6 +22,8 @@ _ACTORS = {
     "subscription": "subscribers", "download": "downloaders", "search": "searchers",
     "review": "reviewers", "comment": "commenters", "share": "sharers", "play": "players",
 }
+_ORDER_IDS = {"invoice", "invoice no", "invoice id", "order", "order id", "order no",
+              "transaction", "transaction id", "basket", "basket id", "receipt", "receipt id"}
 _MONEY_EVENTS = ("purchase", "order", "buy", "checkout", "transaction", "payment", "spend",
                  "revenue", "sale")
 
@@ -101,3 +103,15 @@ def is_money_event(event: str) -> bool:
     """
     words = humanise(event).lower()
     return any(word in words for word in _MONEY_EVENTS)
+
+
+def is_order_id(prop: str) -> bool:
+    """Whether a property names an order (invoice, order id, basket): its distinct values are orders.
+
+    Args:
+        prop: the property (column) name.
+
+    Returns:
+        True for order-like identifiers.
+    """
+    return humanise(prop).lower() in _ORDER_IDS
