@@ -170,6 +170,17 @@ def test_retail_zero_config_names_are_plain_and_duplicates_were_dropped(
     assert manifest.spec.min_events >= 2 and manifest.spec.min_confidence > 0
 
 
+def test_retail_inspect_shows_the_cards_in_plain_words(
+        retail: tuple[Manifest, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, bundle, public = retail
+    capsys.readouterr()
+    assert main(["inspect", str(bundle), "--trusted-key", str(public)]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for card in manifest.personas:
+        assert card.name in shown
+        assert "Where they stand:" in shown and "in the last 180 days" in shown
+
+
 def test_retail_zero_config_bundle_passes_its_own_audit(retail: tuple[Manifest, Path, Path]
                                                         ) -> None:
     manifest, bundle, public = retail

@@ -324,6 +324,8 @@ def suggest_table_spec(columns: dict[str, npt.NDArray[np.float64]], *, seed: int
     notes = [f"dropped {n}: its whole-number values look like category codes, not amounts"
              for n in codes if n not in columns] + notes
     min_confidence, confidence_note = suggest_min_confidence(kept, rows, seed)
+    events_note = ("min_events stays 1: a table row is already one user's summary, so there"
+                   " are no events to wait for")
     return FeatureSpec(features=tuple(_with_bounds(kept, rows, seed)),
                        min_confidence=min_confidence,
-                       notes=(*notes, confidence_note, _bounds_note(len(kept))))
+                       notes=(*notes, events_note, confidence_note, _bounds_note(len(kept))))
