@@ -224,3 +224,41 @@ def test_the_scan_finds_an_id_that_a_real_run_writes(
     write_bundle(tmp_path / "bundle", result.files)
     hits = scan(file_blobs(tmp_path), ids)
     assert set(hits) == {(str(ledger), ids[5]), (str(tmp_path / "bundle" / "manifest.json"), ids[5])}
+
+
+# --- malformed rows are never quoted --------------------------------------------------------------
+
+MALFORMED_ROWS = {
+    "extra field": "{user},1740000000,session,,,extra",
+    "missing fields": "{user},1740000000",
+    "unclosed quote": '"{user},1740000000,session,,',
+}
+
+
+@pytest.mark.parametrize("command", ["train", "spec suggest", "assign"])
+@pytest.mark.parametrize("kind", sorted(MALFORMED_ROWS))
+def test_errors_about_a_malformed_row_never_quote_it(
+        command: str, kind: str, inputs: tuple[Path, Path], outputs: Path, ids: list[str],
+        signing_keys: Any, bundle_dir: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    events, spec = inputs
+    planted = ids[-1]  # in no good row: a hit can only come from the malformed one
+    lines = events.read_text(encoding="utf-8").splitlines()
+    lines.insert(len(lines) // 2, MALFORMED_ROWS[kind].format(user=planted))
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    public = outputs.parent / "trusted.pub.pem"
+    public.write_bytes(signing_keys.public_pem)
+    args = {"train": ["train", "--events", str(events), "--spec", str(spec), "--key",
+                      str(signing_keys.private_path), "--out", str(outputs / "bundle"), "--k", "3"],
+            "spec suggest": ["spec", "suggest", str(events), "--out", str(outputs / "spec.json")],
+            "assign": ["assign", str(bundle_dir), "--trusted-key", str(public), "--events",
+                       str(events), "--json"]}[command]
+    code = main(args)
+    captured = capfd.readouterr()
+    assert code == 1, captured.err
+    assert len(captured.err.splitlines()) == 1 and "cannot read events.csv" in captured.err
+    assert "row" in captured.err or "binary" in captured.err
+    blobs: dict[str, bytes | str] = {**file_blobs(outputs), "stdout": captured.out,
+                                     "stderr": captured.err, "logs": log_text(caplog.records)}
+    assert scan(blobs, [planted]) == []

@@ -33,8 +33,11 @@ def one_line(exc: BaseException) -> str:
     from edgepersona.sdk import PersonaError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, PersonaError | FileNotFoundError | PermissionError | IsADirectoryError):
+    if isinstance(exc, PersonaError):
         return text
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return f"cannot use {exc.filename}{target}: {exc.strerror.lower()}"
     if isinstance(exc, ModuleNotFoundError):
         extra = _EXTRA_OF.get((exc.name or "").partition(".")[0], "trainer")
         return (f"{text}; this command needs the {extra} extra:"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgepersona.sdk import InputError
 from edgepersona.trainer.cli import _rotate
 from edgepersona.trainer.cli._args import Subparsers
 from edgepersona.trainer.cli._render import console
@@ -18,7 +19,7 @@ def add_parser(sub: Subparsers) -> None:
     Args:
         sub: the root parser's sub-commands.
     """
-    keys = sub.add_parser("keys", help="manage keys").add_subparsers(metavar="ACTION")
+    keys = sub.add_parser("keys", help="manage keys").add_subparsers(metavar="ACTION", required=True)
     gen = keys.add_parser("generate", help="create a key pair in a folder")
     gen.add_argument("--out", required=True, help="folder for the key files")
     gen.add_argument("--kind", choices=["signing", "collector"], default="signing",
@@ -39,6 +40,8 @@ def keys_generate(args: argparse.Namespace) -> int:
         0 on success.
     """
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a folder for the key files")
     if args.kind == "collector":
         from edgepersona.trainer.release.keys import generate_collector_key
 

@@ -54,6 +54,8 @@ def _work_folder(requested: str | None) -> Path:
     if requested is None:
         return Path(tempfile.mkdtemp(prefix="edgepersona-quickstart-"))
     work = Path(requested)
+    if work.exists() and not work.is_dir():
+        raise InputError(f"--dir {work} is a file; pass an empty or new folder")
     if work.exists() and any(work.iterdir()):
         raise InputError(f"{work} is not empty; pass an empty or new folder to --dir")
     work.mkdir(parents=True, exist_ok=True)

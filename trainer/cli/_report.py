@@ -8,7 +8,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from edgepersona.sdk import Manifest, PersonaRuntime
+from edgepersona.sdk import InputError, Manifest, PersonaRuntime
 from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
 from edgepersona.trainer.cli._render import console
 
@@ -87,6 +87,8 @@ def report(args: argparse.Namespace) -> int:
     """
     from edgepersona.trainer.report import render_persona_report
 
+    if Path(args.html).is_dir():
+        raise InputError(f"--html {args.html} is a folder; pass the HTML file to write")
     keys = trusted_keys(args)
     manifest = _verified(args.bundle, keys)
     # The previous version may have expired since; it must have been valid when this one was built.

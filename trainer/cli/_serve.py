@@ -14,6 +14,7 @@ import stat
 import sys
 from pathlib import Path
 
+from edgepersona.sdk import InputError
 from edgepersona.trainer.cli._args import Subparsers
 from edgepersona.trainer.cli._types import port, positive_int
 
@@ -49,6 +50,9 @@ def _read_key(path: Path) -> bytes:
 
     if path.is_dir():
         path = path / COLLECTOR_PRIVATE_NAME
+    if not path.is_file():
+        raise InputError(f"no collector key at {path}; create one with"
+                         " `edgepersona keys generate --kind collector --out DIR`")
     if os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         print(f"edgepersona: warning: {path} is readable by other users; chmod 600 it",
               file=sys.stderr)

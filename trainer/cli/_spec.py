@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from edgepersona.sdk import FeatureSpec
-from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, require_file
+from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, require_file, require_users
 from edgepersona.trainer.cli._render import console
 from edgepersona.trainer.cli._types import non_negative_int
 
@@ -21,7 +22,7 @@ def add_parser(sub: Subparsers) -> None:
     Args:
         sub: the root parser's sub-commands.
     """
-    spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION")
+    spec = sub.add_parser("spec", help="feature specs").add_subparsers(metavar="ACTION", required=True)
     suggest = spec.add_parser("suggest", help="propose a spec from an event log or table")
     suggest.add_argument("data", help="event log (CSV/Parquet)")
     suggest.add_argument("--table", action="store_true", help="DATA is an aggregated table")
@@ -72,6 +73,7 @@ def suggest_for(path: Path, args: argparse.Namespace, *, table: bool) -> Feature
         from edgepersona.trainer.data.suggest import suggest_table_spec
 
         raw = read_table(path, (args.user_col,))
+        require_users(len(next(iter(raw.values()), [])), Counter(), path.name)
         numeric = {}
         for name, cells in raw.items():
             values = np.array([parse_number(c) for c in cells])
@@ -81,8 +83,9 @@ def suggest_for(path: Path, args: argparse.Namespace, *, table: bool) -> Feature
     from edgepersona.trainer.data.events import read_event_log
     from edgepersona.trainer.data.suggest import suggest_spec
 
-    return suggest_spec(read_event_log(path, columns(args)), seed=args.seed,
-                        exclude_events=_outcome(args))
+    log = read_event_log(path, columns(args))
+    require_users(log.n_users, log.bad_rows, path.name)
+    return suggest_spec(log, seed=args.seed, exclude_events=_outcome(args))
 
 
 def _outcome(args: argparse.Namespace) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from edgepersona.trainer.cli._types import (
     fraction,
     k_or_auto,
     k_range,
+    model_id,
     moment,
     non_negative_int,
     positive_float,
@@ -61,7 +62,8 @@ def add_parser(sub: Subparsers) -> None:
     parser.add_argument("--min-share", type=fraction, default=0.02,
                        help="auto k: smallest persona share allowed (0.02)")
     parser.add_argument("--seed", type=non_negative_int, help="random seed for reproducible fits")
-    parser.add_argument("--model-id", default="personas", help="model name (default: personas)")
+    parser.add_argument("--model-id", type=model_id, default="personas",
+                        help="model name (default: personas)")
     parser.add_argument("--version", type=positive_int, default=1, help="bundle version (default: 1)")
     parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
     parser.add_argument("--at", type=moment, help="reference time for event logs (ISO 8601 or unix seconds)")
@@ -112,8 +114,6 @@ def train(args: argparse.Namespace) -> int:
     Raises:
         InputError: the options do not fit together.
     """
-    from edgepersona.trainer.data.events import read_event_log, read_feature_table
-    from edgepersona.trainer.data.features import compute_features
     from edgepersona.trainer.release.export import write_bundle, zip_bundle
     from edgepersona.trainer.release.keys import load_signing_key
     from edgepersona.trainer.release.train import TrainOptions, train_bundle
@@ -122,28 +122,7 @@ def train(args: argparse.Namespace) -> int:
     key = load_signing_key(Path(args.key)) if args.key else None
     data = Path(args.events or args.table)
     with progress_steps("training") as step, _engine(args):
-        if args.spec:
-            spec = load_spec_json(Path(args.spec).read_text(encoding="utf-8"))
-        else:
-            spec = suggest_for(data, args, table=bool(args.table))
-            step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
-                 " coarse noisy bounds; see `edgepersona spec suggest`)")
-        facts = None
-        if args.engine == "dask":
-            rows, bad, users = _dask_rows(spec, args, step)
-        elif args.events:
-            from edgepersona.trainer.data.facts import log_facts
-
-            log = read_event_log(data, columns(args))
-            rows, bad, users = compute_features(log, spec, args.at), log.bad_rows, log.n_users
-            facts = log_facts(log, spec, args.at, args.outcome) if users else None
-        else:
-            table = read_feature_table(data, spec)
-            rows, bad, users = table.values, table.bad_rows, len(table.values)
-            facts = _table_facts(data, table, args.outcome)
-        step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
-             + (f" ({dict(bad)})" if bad else ""))
-        require_users(users, bad, data.name)
+        spec, rows, bad, users, facts = _spec_and_rows(args, data, step)
         if args.epsilon_sweep:
             return _sweep(spec, users, args)
         options = TrainOptions(model_id=args.model_id, version=args.version, k=args.k,
@@ -160,6 +139,39 @@ def train(args: argparse.Namespace) -> int:
     print_cards(result.manifest)
     console.print(f"bundle written to {out}")
     return 0
+
+
+def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], None]
+                   ) -> tuple[FeatureSpec, npt.NDArray[np.float64] | RowBlocks, Counter[str], int,
+                              UserFacts | None]:
+    """The spec (given or suggested), the feature rows, bad-row counts, users and card facts."""
+    from edgepersona.trainer.data.events import read_event_log, read_feature_table
+    from edgepersona.trainer.data.facts import log_facts
+    from edgepersona.trainer.data.features import compute_features
+
+    if args.spec:
+        spec = load_spec_json(Path(args.spec).read_text(encoding="utf-8"))
+    else:
+        spec = suggest_for(data, args, table=bool(args.table))
+        step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
+             " coarse noisy bounds; see `edgepersona spec suggest`)")
+    rows: npt.NDArray[np.float64] | RowBlocks
+    facts = None
+    if args.engine == "dask":
+        rows, bad, users = _dask_rows(spec, args, step)
+    elif args.events:
+        log = read_event_log(data, columns(args))
+        require_users(log.n_users, log.bad_rows, data.name)
+        rows, bad, users = compute_features(log, spec, args.at), log.bad_rows, log.n_users
+        facts = log_facts(log, spec, args.at, args.outcome)
+    else:
+        table = read_feature_table(data, spec)
+        rows, bad, users = table.values, table.bad_rows, len(table.values)
+        facts = _table_facts(data, table, args.outcome) if users else None
+    step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
+         + (f" ({dict(bad)})" if bad else ""))
+    require_users(users, bad, data.name)
+    return spec, rows, bad, users, facts
 
 
 def _check_before_work(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from edgepersona.sdk import InputError
 from edgepersona.trainer.cli._args import parse_at
@@ -18,6 +19,7 @@ __all__ = [
     "fraction",
     "k_or_auto",
     "k_range",
+    "model_id",
     "moment",
     "non_negative_int",
     "port",
@@ -269,3 +271,25 @@ def port(text: str) -> int:
     if not 0 <= value <= 65_535:
         raise argparse.ArgumentTypeError(f"expected a port in 0-65535, got {text!r}")
     return value
+
+
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the manifest's model_id rule
+
+
+def model_id(text: str) -> str:
+    """An argparse type: a model name the manifest accepts (letters, digits, ``.``, ``_``, ``-``).
+
+    Args:
+        text: the option's value.
+
+    Returns:
+        The name.
+
+    Raises:
+        argparse.ArgumentTypeError: the manifest would refuse it.
+    """
+    if not _MODEL_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            "expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit,"
+            f" got {text!r}")
+    return text
