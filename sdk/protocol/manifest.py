@@ -11,10 +11,19 @@ import json
 import math
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from edgepersona.sdk.errors import SchemaError
-from edgepersona.sdk.protocol.spec import FeatureSpec, describe_validation_error
+from edgepersona.sdk.protocol.spec import FeatureSpec, describe_validation_error, omit_empty
 
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",
@@ -67,6 +76,11 @@ class Trait(BaseModel):
     display_population: float | None = None
     display_unit: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out the display fields while unset (earlier readers see no change)."""
+        return omit_empty(handler(self), ("display_value", "display_population", "display_unit"))
+
 
 class Lifecycle(BaseModel):
     """Where a persona's members stand: shares that are new, active, at risk and lapsed.
@@ -110,6 +124,11 @@ class PersonaCard(BaseModel):
     description: str
     lifecycle: Lifecycle | None = None
     outcome: OutcomeRate | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out lifecycle and outcome while unset (earlier readers see no change)."""
+        return omit_empty(handler(self), ("lifecycle", "outcome"))
 
 
 class AssignerParams(BaseModel):

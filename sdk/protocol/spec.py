@@ -37,7 +37,16 @@ import json
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from edgepersona.sdk.errors import SchemaError
 
@@ -50,6 +59,7 @@ __all__ = [
     "Window",
     "describe_validation_error",
     "load_spec_json",
+    "omit_empty",
 ]
 
 SPEC_SCHEMA_VERSION = 1
@@ -61,6 +71,23 @@ Transform = Literal["none", "log1p"]
 FeatureName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+_OPTIONAL_WHEN_EMPTY = ("unit", "period_days", "event_labels", "notes")
+
+
+def omit_empty(data: dict[str, object], names: tuple[str, ...]) -> dict[str, object]:
+    """Leave out optional fields added after schema version 1 while they are unset.
+
+    Specs and manifests that do not use them serialise exactly as before, so
+    earlier readers (and the committed conformance vectors) see the same bytes.
+
+    Args:
+        data: the serialised fields.
+        names: the later optional fields.
+
+    Returns:
+        The fields without those that are None or empty.
+    """
+    return {k: v for k, v in data.items() if k not in names or v not in (None, (), [], {})}
 
 
 class Window(BaseModel):
@@ -197,6 +224,11 @@ class Feature(BaseModel):
             raise ValueError("transform 'log1p' needs bounds low > -1")
         return self
 
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out the later optional fields while unset."""
+        return omit_empty(handler(self), _OPTIONAL_WHEN_EMPTY)
+
     def display_label(self) -> str:
         """The label for reports, falling back to the name.
 
@@ -242,6 +274,11 @@ class FeatureSpec(BaseModel):
         if duplicates:
             raise ValueError(f"feature names must be unique; repeated: {duplicates}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out the later optional fields while unset."""
+        return omit_empty(handler(self), _OPTIONAL_WHEN_EMPTY)
 
     @property
     def names(self) -> tuple[str, ...]:

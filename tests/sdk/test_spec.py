@@ -89,6 +89,10 @@ def test_a_spec_without_the_vocabulary_fields_still_loads() -> None:
                           ' "aggregate": "count", "bounds": [0, 100]}]}')
     assert spec.period_days is None and spec.event_labels == {} and spec.notes == ()
     assert spec.features[0].unit is None
+    # unset, the later fields are not written: earlier readers see the same document
+    written = json.loads(spec.to_json())
+    assert not {"period_days", "event_labels", "notes"} & set(written)
+    assert "unit" not in written["features"][0]
 
 
 @given(specs())
