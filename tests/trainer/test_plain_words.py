@@ -13,7 +13,9 @@ from hypothesis import given, strategies as st
 
 from edgepersona.sdk import Feature, FeatureSpec, Window
 from edgepersona.trainer.data.bounds import GRID, coarse_bounds
+from edgepersona.trainer.data.events import read_event_log
 from edgepersona.trainer.data.facts import table_facts
+from edgepersona.trainer.data.suggest import suggest_spec
 from edgepersona.trainer.data.vocabulary import humanise, plural
 from edgepersona.trainer.privacy.ledger import PrivacyLedger
 from edgepersona.trainer.release.cards import build_cards, human_number
@@ -96,3 +98,13 @@ def test_the_specs_vocabulary_names_events_and_units_in_cards() -> None:
     assert "Order line value: £2,000 in the last 30 days vs £1,010 across all users (2.0x)." in (
         sentences)
     assert all("_" not in c.name for c in cards)
+
+
+def test_a_one_user_sample_still_gets_a_spec_with_nothing_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("user_id,timestamp,event,value\nu1,1700000000,buy,1\nu1,1700086400,buy,2\n",
+                    encoding="utf-8")
+    spec = suggest_spec(read_event_log(path), seed=1)
+    assert {f.event for f in spec.features if f.aggregate == "count"} == {"buy"}
+    assert any("none was dropped" in note for note in spec.notes)
+    assert spec.min_confidence == 0.05

@@ -157,7 +157,8 @@ def drop_duplicates(features: list[Feature], rows: F64, threshold: float = DUPLI
         threshold: the absolute correlation at which a feature is a duplicate.
 
     Returns:
-        The kept features, their rows, and one sentence per dropped feature.
+        The kept features, their rows, and one sentence per dropped feature
+        (everything is kept when no feature varies at all, e.g. for one user).
     """
     z = _transformed(features, rows)
     spread = z.std(axis=0)
@@ -175,8 +176,9 @@ def drop_duplicates(features: list[Feature], rows: F64, threshold: float = DUPLI
         r = float(np.corrcoef(z[:, twin], z[:, j])[0, 1])
         notes.append(f"dropped {feature.name}: it moves with {features[twin].name} over users"
                      f" (r = {r:.2f}), so it would count the same behaviour twice")
-    if not kept:
-        raise InputError("every candidate feature is the same for every user: nothing to cluster")
+    if not kept:  # e.g. a one-user sample: nothing can be told apart, so keep everything
+        return features, rows, [f"every feature is the same for all {len(rows)} user(s), so none"
+                                " was dropped; suggest from more users to find duplicates"]
     return [features[j] for j in kept], rows[:, kept], notes
 
 
@@ -261,7 +263,10 @@ def suggest_min_confidence(features: list[Feature], rows: F64, seed: int | None,
 
     z = _transformed(features, rows)
     z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
-    k = max(2, min(k, len(np.unique(z, axis=0))))
+    k = min(k, len(np.unique(z, axis=0)))
+    if k < 2:
+        return 0.05, ("min_confidence = 0.05: too few different users for a trial fit, so the"
+                      " smallest threshold is used")
     fit = KMeans(n_clusters=k, n_init=1, random_state=_seed(seed)).fit(z)
     nearest = np.sort(fit.transform(z), axis=1)
     confidence = 1.0 - nearest[:, 0] / np.maximum(nearest[:, 1], 1e-12)
