@@ -22,7 +22,7 @@ from ._machine import load_average, machine_info, machine_tag
 from ._measure import RunConfig, SuiteResult
 from ._report import suite_json, write_charts, write_json, write_markdown
 
-SUITES = ("assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway")
+SUITES = ("assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway", "forget")
 OPT_IN = ("dask_scale",)  # run only when named in --only (slow, needs the dask extra)
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -66,8 +66,8 @@ from threadpoolctl import threadpool_limits
 from edgepersona.sdk import Feature, FeatureSpec, Manifest
 from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 from edgepersona.trainer.privacy.dp_kmeans import DPKMeans
-from edgepersona.trainer.privacy.ledger import gaussian_mu
 from edgepersona.trainer.release.refit import PersonaAggregates, RefitPrivacy, noisy_aggregates
 from edgepersona.trainer.release.train import TrainOptions, train_bundle
 

@@ -21,6 +21,7 @@ serialises state changes, assignment of a cached state is done under it too.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import threading
@@ -35,10 +36,11 @@ from edgepersona.sdk._keystore import KeyProvider
 from edgepersona.sdk._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
 from edgepersona.sdk._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
 from edgepersona.sdk._store import EncryptedStore
+from edgepersona.sdk._sync_queue import drop_queued
 from edgepersona.sdk.errors import InputError, StoreCorruptError
 from edgepersona.sdk.protocol.assign import model_space
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
-from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
+from edgepersona.sdk.protocol.trust import dump_trust, load_trust
 
 __all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
 
@@ -47,6 +49,8 @@ _STATE = "fold_state"
 _TRUSTED = "trusted_version"
 _KEYS = "trusted_keys"
 _SECRET = "pseudonym_secret"  # noqa: S105 - a record name, not a secret
+_SALT = "pseudonym_salt"  # a subject's own salt: forgetting it makes the subject's next pseudonyms new
+_SALT_BYTES = 16  # bytes
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class PersonaClient:
         self._clock = clock
         self._lock = threading.RLock()
         self._cache: OrderedDict[str, FoldState] = OrderedDict()
+        self._unsalted: set[str] = set()  # subjects with no committed state yet
         self.ignored_events = 0
 
     @classmethod
@@ -213,14 +218,21 @@ class PersonaClient:
                     folded = state.fold(name, when, props)
                     used, ignored = used + folded, ignored + (not folded)
                     touched[subject] = state
-                self._store.put_many((s, _STATE, st.to_bytes()) for s, st in touched.items())
+                self._store.put_many([(s, _STATE, st.to_bytes()) for s, st in touched.items()]
+                                     + self._new_salts(touched))
             except BaseException:
                 for subject in touched:  # uncommitted: reload the committed state next time
                     self._cache.pop(subject, None)
                 raise
             self.ignored_events += ignored
+            self._unsalted.difference_update(touched)
             self._trim_cache(touched)
             return used
+
+    def _new_salts(self, subjects: Iterable[str]) -> list[tuple[str, str, bytes]]:
+        """A random pseudonym salt for each subject whose first state is about to be written."""
+        return [(s, _SALT, secrets.token_bytes(_SALT_BYTES)) for s in subjects
+                if s in self._unsalted and self._store.get(s, _SALT) is None]
 
     def _when(self, at: float | None, now: float) -> float:
         """The event time, refusing times too far ahead of the clock."""
@@ -236,7 +248,8 @@ class PersonaClient:
         for subject in recent:
             self._cache.move_to_end(subject)
         while len(self._cache) > self._options.cache_subjects:
-            self._cache.popitem(last=False)
+            evicted, _state = self._cache.popitem(last=False)
+            self._unsalted.discard(evicted)  # its next load from the store decides again
 
     def features(self, *, subject: str = "me", at: float | None = None) -> list[float]:
         """The subject's raw feature vector (what ``assign`` feeds the model).
@@ -265,6 +278,8 @@ class PersonaClient:
         state = self._cache.get(subject)
         if state is None or state.plan is not plan:
             raw = self._store.get(subject, _STATE)
+            if raw is None:
+                self._unsalted.add(subject)
             state = (FoldState.from_bytes(plan, raw) if raw is not None else None) or plan.new_state()
             self._cache[subject] = state
         return state
@@ -373,8 +388,28 @@ class PersonaClient:
         Returns:
             The pseudonym with its key id and epoch.
         """
-        return self._pseudonyms.pseudonym(subject, domain=domain,
-                                          at=self._clock() if at is None else at)
+        return self._subject_pseudonyms(subject).pseudonym(subject, domain=domain,
+                                                           at=self._clock() if at is None else at)
+
+    def _subject_pseudonyms(self, subject: str) -> Pseudonymizer:
+        """The subject's pseudonymizer, keyed by its own salt (made on first use)."""
+        if not isinstance(subject, str):
+            raise TypeError(f"subject must be a str, got {type(subject).__name__}")
+        if not subject:
+            raise InputError("subject must be a non-empty string")
+        with self._lock:
+            salt = self._store.get(subject, _SALT)
+            if salt is None:
+                if self._store.get(subject, _STATE) is not None:
+                    return self._pseudonyms  # state written before salts: its pseudonyms stay
+                salt = secrets.token_bytes(_SALT_BYTES)
+                self._store.put(subject, _SALT, salt)
+            return self._pseudonyms.salted(salt)
+
+    def _queue_tag(self, subject: str) -> bytes:
+        """A keyed tag of the subject's queued sync envelopes, so forget() can drop them."""
+        secret = self._subject_pseudonyms(subject).export_secret()
+        return hmac.digest(secret, b"edgepersona/sync-queue-tag\x00" + subject.encode(), "sha256")[:16]
 
     def subjects(self) -> list[str]:
         """Subjects with stored state.
@@ -385,7 +420,11 @@ class PersonaClient:
         return self._store.subjects()
 
     def forget(self, subject: str) -> bool:
-        """Erase a subject irreversibly (crypto-shredding; see the store's notes).
+        """Erase a subject irreversibly (crypto-shredding and scrubbing; see the store's notes).
+
+        Its salt goes too, so if the subject comes back its local and sync
+        pseudonyms are new and cannot be linked to the old ones; its sync
+        envelopes still queued are dropped (counted in ``dropped``).
 
         Args:
             subject: whose state to erase.
@@ -395,6 +434,9 @@ class PersonaClient:
         """
         with self._lock:
             self._cache.pop(subject, None)
+            known = any(self._store.get(subject, name) is not None for name in (_SALT, _STATE))
+            if known:  # its queued envelopes go first, so the scrub covers their old pages
+                drop_queued(self._store, self._queue_tag(subject))
             return self._store.forget(subject)
 
     def close(self) -> None:

@@ -18,8 +18,8 @@ from edgepersona.sdk.protocol.assign import Assigner, load_assigner
 from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
 from edgepersona.sdk.protocol.fold import FoldPlan
 from edgepersona.sdk.protocol.manifest import Manifest, PersonaCard
-from edgepersona.sdk.protocol.signing import TrustedKeys
 from edgepersona.sdk.protocol.spec import FeatureSpec
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 __all__ = ["Assignment", "PersonaRuntime"]
 

@@ -33,7 +33,8 @@ from typing import IO, Protocol
 
 from edgepersona.sdk.errors import BundleExpiredError, InputError, ModelIntegrityError, RollbackError
 from edgepersona.sdk.protocol.manifest import Manifest, parse_manifest
-from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 __all__ = [
     "MANIFEST_NAME",

@@ -12,22 +12,17 @@ import base64
 import hashlib
 import json
 import os
-import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgepersona.sdk.errors import InputError, ModelIntegrityError, UntrustedKeyError
+from edgepersona.sdk.errors import InputError, ModelIntegrityError
 
 __all__ = [
     "MANIFEST_CONTEXT",
     "SignatureFile",
-    "TrustedKeys",
     "key_id",
     "load_public_key",
     "read_public_keys",
@@ -38,9 +33,6 @@ MANIFEST_CONTEXT = b"edgepersona/manifest/v1\x00"
 _MAX_SIGNATURE_FILE = 4096  # bytes
 _MAX_KEY_FILE = 16_384  # bytes; a PEM public key is about 113
 _PUBLIC_SUFFIX = ".pub.pem"
-_HEX_KEY = re.compile(r"\s*[0-9a-fA-F]{64}\s*")
-
-KeySource = bytes | str | os.PathLike[str] | Ed25519PublicKey
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -132,16 +124,6 @@ def _read_key_file(file: Path) -> bytes:
     return data
 
 
-def _keys_from(source: KeySource) -> list[Ed25519PublicKey]:
-    """One trusted-key argument as keys: key data as it is, a path read from disk."""
-    if isinstance(source, os.PathLike):
-        return read_public_keys(source)
-    if isinstance(source, str) and not (source.lstrip().startswith("-----BEGIN")
-                                        or _HEX_KEY.fullmatch(source)):
-        return read_public_keys(source)
-    return [load_public_key(source)]
-
-
 def sign(private: Ed25519PrivateKey, context: bytes, message: bytes) -> SignatureFile:
     """Sign ``context || message``.
 
@@ -201,108 +183,3 @@ class SignatureFile:
         if not isinstance(kid, str) or len(sig) != 64:
             raise problem
         return cls(kid, sig)
-
-
-class TrustedKeys:
-    """The set of public keys a device accepts bundle signatures from.
-
-    A set that went through key rotations (see :mod:`edgepersona.sdk.protocol.rotation`)
-    also remembers the ids of the keys it revoked, which it never trusts again,
-    and the counter of the last rotation it applied.
-    """
-
-    def __init__(self, keys: Iterable[KeySource] | KeySource, *,
-                 revoked: Iterable[str] = (), rotation: int = 0) -> None:
-        """Build the set.
-
-        Args:
-            keys: public keys (PEM, raw bytes, hex or key objects), or paths (``str``
-                or ``Path``) of a PEM key file or of a folder whose ``*.pub.pem``
-                Ed25519 keys are all trusted (see :func:`read_public_keys`); one key
-                or path alone works too.
-            revoked: ids of keys that are never trusted, even when listed in ``keys``.
-            rotation: the counter of the last key rotation applied (0: none).
-
-        Raises:
-            InputError: a key cannot be loaded, or no key is left to trust.
-        """
-        if isinstance(keys, str | bytes | os.PathLike | Ed25519PublicKey):
-            keys = [keys]
-        loaded = [key for source in keys for key in _keys_from(source)]
-        self._revoked = frozenset(revoked)
-        self._rotation = rotation
-        self._keys: Mapping[str, Ed25519PublicKey] = {
-            key_id(k): k for k in loaded if key_id(k) not in self._revoked}
-        if not self._keys:
-            raise InputError("at least one trusted public key is required (--trusted-key)"
-                             + (" that a key rotation has not revoked" if loaded else ""))
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        """The trusted key ids, sorted."""
-        return tuple(sorted(self._keys))
-
-    @property
-    def keys(self) -> Mapping[str, Ed25519PublicKey]:
-        """The trusted public keys by key id (a copy)."""
-        return dict(self._keys)
-
-    @property
-    def revoked(self) -> frozenset[str]:
-        """Ids of the keys revoked by key rotations."""
-        return self._revoked
-
-    @property
-    def rotation(self) -> int:
-        """The counter of the last key rotation applied; 0 if none was."""
-        return self._rotation
-
-    def rotate(self, statement: bytes, *, now: datetime | None = None) -> TrustedKeys:
-        """Apply a key rotation statement signed by the key it retires.
-
-        Pure: this set is not changed. See :mod:`edgepersona.sdk.protocol.rotation`.
-
-        Args:
-            statement: the statement file written by ``edgepersona keys rotate``.
-            now: the current time (timezone-aware; default: the system clock).
-
-        Returns:
-            The new set: the retired key revoked, the new key trusted.
-
-        Raises:
-            UntrustedKeyError: the statement is not signed by a currently trusted key.
-            ModelIntegrityError: it is malformed, badly signed, expired
-                (BundleExpiredError), not newer than the last applied rotation
-                (RollbackError) or names a revoked key as the new one.
-        """
-        from edgepersona.sdk.protocol.rotation import apply_rotation  # _rotation builds on this module
-
-        return apply_rotation(self, statement, now=now or datetime.now(UTC))
-
-    def verify(self, context: bytes, message: bytes, signature: SignatureFile) -> None:
-        """Verify a detached signature against the trusted key it names.
-
-        Args:
-            context: the purpose tag the signer used.
-            message: the signed bytes.
-            signature: the detached signature.
-
-        Raises:
-            UntrustedKeyError: the signing key is not trusted or was revoked.
-            ModelIntegrityError: the signature does not verify.
-        """
-        public = self._keys.get(signature.key_id)
-        if public is None and signature.key_id in self._revoked:
-            raise UntrustedKeyError(
-                f"bundle is signed by key {signature.key_id}, which a key rotation revoked"
-                f" (trusted: {', '.join(self.ids)}); fetch a bundle signed by the current key")
-        if public is None:
-            raise UntrustedKeyError(
-                f"bundle is signed by key {signature.key_id}, which is not trusted"
-                f" (trusted: {', '.join(self.ids)}); pass its public key as a trusted key")
-        try:
-            public.verify(signature.signature, context + message)
-        except InvalidSignature:
-            raise ModelIntegrityError(
-                f"bundle signature does not verify against key {signature.key_id}; the manifest"
-                " was changed after signing or signed with another key") from None

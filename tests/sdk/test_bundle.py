@@ -43,7 +43,8 @@ from edgepersona.sdk.protocol.bundle import (
     verify_bundle,
 )
 from edgepersona.sdk.protocol.manifest import canonical_json
-from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, key_id, sign
+from edgepersona.sdk.protocol.trust import TrustedKeys
 from edgepersona.trainer.release.export import zip_bundle
 
 FILE_NAMES = ("manifest.json", "signature", "model.onnx", "cards.md", "cards.json")

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edgepersona.sdk import InputError, PersonaClient, PersonaRuntime, UntrustedKeyError
-from edgepersona.sdk.protocol.signing import TrustedKeys, read_public_keys
+from edgepersona.sdk.protocol.signing import read_public_keys
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 
 def key_folder(tmp_path: Path, signing_keys: Any) -> Path:

@@ -75,7 +75,8 @@ def test_private_outcome_rates_are_noised_and_spent_from_the_ledger(
     options = TrainOptions(model_id="private", k=3, seed=5, k_min=5, epsilon=2.0, delta=1e-6,
                            ledger=ledger, source="synthetic")
     result = train_bundle(bundle_training_rows, bundle_spec, signing_key, options,
-                          lineage={"source": "synthetic"}, facts=facts)
+                          lineage={"source": "synthetic"}, facts=facts,
+                          user_ids=[f"user-{i}" for i in range(len(bundle_training_rows))])
     status = PrivacyLedger(ledger, signing_key).status("synthetic")
     assert status.releases == 2  # the fit and the outcome rates
     for card in result.manifest.personas:

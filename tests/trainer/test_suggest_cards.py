@@ -138,7 +138,7 @@ def retail_facts(retail_log: EventLog, retail_spec: FeatureSpec) -> UserFacts:
 def retail_cards(retail_log: EventLog, retail_spec: FeatureSpec, retail_facts: UserFacts
                  ) -> CardsFixture:
     rows = compute_features(retail_log, retail_spec)
-    model = PersonaKMeans(retail_spec, n_clusters=4, stability_rounds=0, seed=0).fit(rows)
+    model = PersonaKMeans(spec=retail_spec, n_clusters=4, stability_rounds=0, random_state=0).fit(rows)
     cards = build_cards(retail_spec, rows, model.labels_, model.k_, facts=retail_facts)
     return cards, rows, model.labels_
 

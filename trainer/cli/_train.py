@@ -82,8 +82,12 @@ def _add_privacy(parser: argparse.ArgumentParser) -> None:
     private.add_argument("--epsilon", type=positive_float, help="fit with (ε, δ)-DP; needs --k and --ledger")
     private.add_argument("--delta", type=probability, default=1e-6, help="DP δ (1e-6)")
     private.add_argument("--iterations", type=positive_int, default=3, help="DP-Lloyd rounds (3)")
-    private.add_argument("--ledger", help="privacy budget ledger file (created if missing)")
-    private.add_argument("--source", help="data source whose budget is spent (default: file name)")
+    private.add_argument("--ledger", help="privacy budget ledger: a file (created if missing),"
+                         " sqlite:///PATH.db or a postgresql:// URL")
+    private.add_argument("--ledger-secret", metavar="PATH",
+                         help="source secret for a database ledger (a file ledger keeps it beside)")
+    private.add_argument("--source", help="label for people the ledger does not know yet (default:"
+                         " an opaque label); known people spend from their own budget")
     private.add_argument("--budget", type=budget, metavar="EPS[,DELTA]",
                          help="give the source this total budget if it has none yet")
     private.add_argument("--epsilon-sweep", type=positive_floats, metavar="E1,E2,...",
@@ -122,17 +126,18 @@ def train(args: argparse.Namespace) -> int:
     key = load_signing_key(Path(args.key)) if args.key else None
     data = Path(args.events or args.table)
     with progress_steps("training") as step, _engine(args):
-        spec, rows, bad, users, facts = _spec_and_rows(args, data, step)
+        spec, rows, bad, users, ids, facts = _spec_and_rows(args, data, step)
         if args.epsilon_sweep:
             return _sweep(spec, users, args)
         options = TrainOptions(model_id=args.model_id, version=args.version, k=args.k,
                                k_range=args.k_range, k_min=args.k_min,
                                min_share=args.min_share, seed=args.seed,
                                expires_days=args.expires_days)
-        options = _with_privacy(options, args, data)
+        options = _with_privacy(options, args, ids)
         assert key is not None
-        result = train_bundle(rows, spec, key, options, lineage={"source": data.name,
-                              "users": users}, bad_rows=bad, progress=step, facts=facts)
+        result = train_bundle(rows, spec, key, options, lineage={
+                              "source": args.source or "unlabelled", "users": users},
+                              bad_rows=bad, progress=step, user_ids=ids, facts=facts)
     out = write_bundle(Path(args.out), result.files, overwrite=args.force)
     if args.zip:
         zip_bundle(result.files, out.with_suffix(".zip"))
@@ -143,8 +148,8 @@ def train(args: argparse.Namespace) -> int:
 
 def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], None]
                    ) -> tuple[FeatureSpec, npt.NDArray[np.float64] | RowBlocks, Counter[str], int,
-                              UserFacts | None]:
-    """The spec (given or suggested), the feature rows, bad-row counts, users and card facts."""
+                              list[str] | None, UserFacts | None]:
+    """The spec (given or suggested), rows, bad rows, users, ids (for DP; None on Dask), facts."""
     from edgepersona.trainer.data.events import read_event_log, read_feature_table
     from edgepersona.trainer.data.facts import log_facts
     from edgepersona.trainer.data.features import compute_features
@@ -156,6 +161,7 @@ def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], N
         step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
              " coarse noisy bounds; see `edgepersona spec suggest`)")
     rows: npt.NDArray[np.float64] | RowBlocks
+    ids: list[str] | None = None
     facts = None
     if args.engine == "dask":
         rows, bad, users = _dask_rows(spec, args, step)
@@ -163,15 +169,18 @@ def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], N
         log = read_event_log(data, columns(args))
         require_users(log.n_users, log.bad_rows, data.name)
         rows, bad, users = compute_features(log, spec, args.at), log.bad_rows, log.n_users
+        ids = log.user_keys
         facts = log_facts(log, spec, args.at, args.outcome)
     else:
-        table = read_feature_table(data, spec)
+        private = args.epsilon is not None  # a private release needs the people's ids
+        table = read_feature_table(data, spec, args.user_col if private else None)
         rows, bad, users = table.values, table.bad_rows, len(table.values)
+        ids = table.user_keys if private else None
         facts = _table_facts(data, table, args.outcome) if users else None
     step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
          + (f" ({dict(bad)})" if bad else ""))
     require_users(users, bad, data.name)
-    return spec, rows, bad, users, facts
+    return spec, rows, bad, users, ids, facts
 
 
 def _check_before_work(args: argparse.Namespace) -> None:
@@ -236,23 +245,30 @@ def _dask_rows(spec: FeatureSpec, args: argparse.Namespace, step: Callable[[str]
     return read.rows, read.bad_rows, read.users
 
 
-def _with_privacy(options: TrainOptions, args: argparse.Namespace, data: Path) -> TrainOptions:
-    """Add --epsilon and friends; sets the source's budget on first use (--budget)."""
+def _with_privacy(options: TrainOptions, args: argparse.Namespace,
+                  ids: list[str] | None) -> TrainOptions:
+    """Add --epsilon and friends; gives these people a budget on first use (--budget).
+
+    The budget belongs to the people in the data (a keyed sketch of their ids), so
+    a renamed file or another --source spends from the budget they already have.
+    """
     if args.epsilon is None:
         return options
     if not args.ledger:
         raise InputError("--epsilon needs --ledger PATH: private releases are spent from a ledger")
-    source = args.source or data.name
-    if args.budget:
+    secret = Path(args.ledger_secret) if args.ledger_secret else None
+    if args.budget and ids:
         from edgepersona.trainer.privacy.ledger import PrivacyLedger
         from edgepersona.trainer.release.keys import load_signing_key
 
         epsilon, delta = args.budget
-        ledger = PrivacyLedger(Path(args.ledger), load_signing_key(Path(args.key)))
+        ledger = PrivacyLedger(args.ledger, load_signing_key(Path(args.key)), secret=secret)
+        sketch = ledger.sketch(ids)
+        source = ledger.resolve(sketch, args.source)
         if not ledger.status(source).has_budget:
-            ledger.set_budget(source, epsilon=epsilon, delta=delta)
+            ledger.set_budget(source, epsilon=epsilon, delta=delta, sketch=sketch)
     return replace(options, epsilon=args.epsilon, delta=args.delta, iterations=args.iterations,
-                   ledger=Path(args.ledger), source=source)
+                   ledger=args.ledger, source=args.source, ledger_secret=secret)
 
 
 def _sweep(spec: FeatureSpec, users: int, args: argparse.Namespace) -> int:

@@ -175,7 +175,7 @@ def noisy_aggregates(previous: Manifest, aggregates: PersonaAggregates,
     """
     import secrets
 
-    from edgepersona.trainer.privacy.ledger import gaussian_mu
+    from edgepersona.trainer.privacy.accounting import gaussian_mu
 
     params = previous.assigner
     bounds = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -86,12 +86,15 @@ class PrivateRelease:
     privacy: dict[str, object]
     n_users: int
     suppressed: tuple[str, ...]
+    source: str = ""
+    ledger_id: str = ""
+    head: tuple[int, str] = (-1, "")
 
 
 def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int, epsilon: float,
-                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path,
-                source: str, note: str, now: datetime,
-                progress: Callable[[str], None]) -> PrivateRelease:
+                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path | str,
+                source: str | None, user_ids: Sequence[str], note: str, now: datetime,
+                progress: Callable[[str], None], secret: Path | None = None) -> PrivateRelease:
     """Check the budget, fit DP k-means, spend the budget, describe the release.
 
     Args:
@@ -104,11 +107,14 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         iterations: DP-Lloyd rounds.
         k_min: personas whose noisy count is below it are not released.
         seed: random seed (tests and reproducible benchmarks only).
-        ledger: the budget ledger file.
-        source: the data source name the budget belongs to.
+        ledger: the budget ledger file or database URL.
+        source: an operator-chosen label for new people (None: the opaque sketch label);
+            people the ledger already knows spend from their own source whatever this says.
+        user_ids: the id of each row's user (only a keyed sketch of them is kept).
         note: recorded with the ledger entry (model id and version).
         now: the release time.
         progress: receives short messages.
+        secret: the source secret's file (required for a database ledger).
 
     Returns:
         The release.
@@ -117,8 +123,13 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         BudgetExceededError: the source's budget cannot cover (ε, δ); nothing was drawn.
         InputError: bad parameters or no persona reaches k-min.
     """
-    book = PrivacyLedger(ledger, key)
-    book.check(source, epsilon=epsilon, delta=delta)
+    if len(user_ids) != len(rows):
+        raise InputError(f"a private release needs one user id per row: got {len(user_ids)} ids"
+                         f" for {len(rows)} rows")
+    book = PrivacyLedger(ledger, key, secret=secret)
+    sketch = book.sketch(user_ids)
+    source = book.resolve(sketch, source)
+    book.check(source, epsilon=epsilon, delta=delta, sketch=sketch)
     leaks = [f.name for f in spec.features if f.bounds_source == "data"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrivacyLeakWarning)
@@ -131,7 +142,7 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         model.fit(scaling.transform(rows))
     finally:  # noise was drawn: a failure is an output too, so the budget is spent either way
         seq, digest = book.spend(source, epsilon=epsilon, delta=delta, note=note,
-                                 now=now)
+                                 now=now, sketch=sketch)
     progress(f"DP k-means at ε={epsilon:g}, δ={delta:g}: {model.n_clusters_} personas released,"
              f" {len(model.dropped_)} suppressed by k-min on noisy counts")
     if model.n_clusters_ < 2:
@@ -150,7 +161,7 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
                "suppressed": model.dropped_, "notes": tuple(notes)}
     return PrivateRelease(params, model.counts_, dp_cards(spec, params, model.counts_), privacy,
                           max(0, round(float(np.clip(model.counts_, 0, None).sum()))),
-                          tuple(model.dropped_))
+                          tuple(model.dropped_), source, book.ledger_id or "", (seq, digest))
 
 
 
@@ -158,7 +169,8 @@ OUTCOME_EPSILON_SHARE = 0.1  # the outcome rates' ε, as a share of the release'
 
 
 def private_outcomes(release: PrivateRelease, facts: UserFacts, labels: npt.NDArray[np.int64],
-                     ledger: Path | None, key: Ed25519PrivateKey, *, source: str, epsilon: float,
+                     ledger: Path | str | None, key: Ed25519PrivateKey, *,
+                     user_ids: Sequence[str], secret: Path | None, epsilon: float,
                      seed: int | None, now: datetime, note: str) -> tuple[PersonaCard, ...]:
     """Add noisy outcome rates to a private release's cards, spent from the ledger.
 
@@ -173,7 +185,8 @@ def private_outcomes(release: PrivateRelease, facts: UserFacts, labels: npt.NDAr
         labels: each user's persona under the released centroids.
         ledger: the budget ledger file.
         key: the ledger's signing key.
-        source: the data source the budget belongs to.
+        user_ids: the users the release is computed from (charged like the fit).
+        secret: the ledger's source secret (None: beside the ledger).
         epsilon: the release's ε.
         seed: random seed (tests only); None draws from the OS.
         now: the release time.
@@ -189,14 +202,16 @@ def private_outcomes(release: PrivateRelease, facts: UserFacts, labels: npt.NDAr
     if ledger is None or facts.outcome is None or facts.outcome_name is None:
         raise InputError("private outcome rates need a ledger and an outcome")
     share = OUTCOME_EPSILON_SHARE * epsilon
-    book = PrivacyLedger(ledger, key)
-    book.check(source, epsilon=share, delta=0.0, mechanism="other")
+    book = PrivacyLedger(ledger, key, secret=secret)
+    sketch = book.sketch(user_ids)
+    source = release.source or book.resolve(sketch)
+    book.check(source, epsilon=share, delta=0.0, mechanism="other", sketch=sketch)
     k = len(release.cards)
     rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
     hits = np.bincount(labels[facts.outcome], minlength=k)[:k].astype(np.float64)
     noisy = hits + rng.laplace(0.0, 1.0 / share, k)
     book.spend(source, epsilon=share, delta=0.0, mechanism="other",
-               note=f"{note} outcome rates", now=now)
+               note=f"{note} outcome rates", now=now, sketch=sketch)
     sizes = np.clip(np.asarray(release.counts[:k], dtype=np.float64), 1.0, None)
     population = float(np.clip(noisy.sum() / sizes.sum(), 0.0, 1.0))
     cards = []
