@@ -72,6 +72,7 @@ def quickstart(args: argparse.Namespace) -> int:
         0 on success.
     """
     from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.facts import log_facts
     from edgepersona.trainer.data.features import compute_features
     from edgepersona.trainer.data.replay import replay_on_device
     from edgepersona.trainer.release.export import write_bundle, zip_bundle
@@ -99,7 +100,8 @@ def quickstart(args: argparse.Namespace) -> int:
         options = TrainOptions(model_id="retail-personas", k=args.k, seed=args.seed)
         result = train_bundle(rows, spec, load_signing_key(private), options,
                               lineage={"source": log.source, "users": len(kept)},
-                              bad_rows=log.bad_rows, progress=step)
+                              bad_rows=log.bad_rows, progress=step,
+                              facts=log_facts(train_log, spec, reference))
     bundle_dir = write_bundle(work / "bundle", result.files)
     archive = zip_bundle(result.files, work / "bundle.zip")
     print_cards(result.manifest)

@@ -11,6 +11,7 @@ import numpy as np
 from edgepersona.sdk import FeatureSpec
 from edgepersona.trainer.cli._args import Subparsers, add_columns, columns, require_file, require_users
 from edgepersona.trainer.cli._render import console
+from edgepersona.trainer.cli._types import non_negative_int
 
 __all__ = ["add_parser", "spec_suggest", "suggest_for"]
 
@@ -26,6 +27,10 @@ def add_parser(sub: Subparsers) -> None:
     suggest.add_argument("data", help="event log (CSV/Parquet)")
     suggest.add_argument("--table", action="store_true", help="DATA is an aggregated table")
     suggest.add_argument("--out", help="write the spec here instead of printing it")
+    suggest.add_argument("--outcome", metavar="EVENT",
+                         help="an outcome event (or table column) to leave out of the features")
+    suggest.add_argument("--seed", type=non_negative_int,
+                         help="seed for the noisy bounds and the trial fit")
     add_columns(suggest)
     suggest.set_defaults(handler=spec_suggest)
 
@@ -44,8 +49,9 @@ def spec_suggest(args: argparse.Namespace) -> int:
     text = spec.to_json()
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote {len(spec.features)} features to {args.out};"
-                      " bounds are data-derived: review and declare them before release")
+        console.print(f"wrote {len(spec.features)} features to {args.out}; review them:")
+        for note in spec.notes:
+            console.print(f"  - {note}")
     else:
         print(text)
     return 0
@@ -60,23 +66,29 @@ def suggest_for(path: Path, args: argparse.Namespace, *, table: bool) -> Feature
         table: whether the file is an aggregated table (one row per user).
 
     Returns:
-        The suggested spec (data-derived bounds).
+        The suggested spec (coarse noisy bounds; its notes say what was chosen).
     """
     if table:
         from edgepersona.trainer.data.events import parse_number, read_table
         from edgepersona.trainer.data.suggest import suggest_table_spec
 
-        raw = read_table(path)
+        raw = read_table(path, (args.user_col,))
         require_users(len(next(iter(raw.values()), [])), Counter(), path.name)
         numeric = {}
         for name, cells in raw.items():
             values = np.array([parse_number(c) for c in cells])
             if name != args.user_col and np.isfinite(values).all():
                 numeric[name] = values
-        return suggest_table_spec(numeric)
+        return suggest_table_spec(numeric, seed=args.seed, exclude=_outcome(args))
     from edgepersona.trainer.data.events import read_event_log
     from edgepersona.trainer.data.suggest import suggest_spec
 
     log = read_event_log(path, columns(args))
     require_users(log.n_users, log.bad_rows, path.name)
-    return suggest_spec(log)
+    return suggest_spec(log, seed=args.seed, exclude_events=_outcome(args))
+
+
+def _outcome(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --outcome event or column, which never becomes a feature."""
+    outcome = getattr(args, "outcome", None)
+    return (outcome,) if outcome else ()

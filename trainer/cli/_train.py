@@ -33,6 +33,8 @@ from edgepersona.trainer.cli._types import (
 )
 
 if TYPE_CHECKING:
+    from edgepersona.trainer.data.events import FeatureTable
+    from edgepersona.trainer.data.facts import UserFacts
     from edgepersona.trainer.engines.row_blocks import RowBlocks
     from edgepersona.trainer.release.train import TrainOptions
 
@@ -65,6 +67,9 @@ def add_parser(sub: Subparsers) -> None:
     parser.add_argument("--version", type=positive_int, default=1, help="bundle version (default: 1)")
     parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
     parser.add_argument("--at", type=moment, help="reference time for event logs (ISO 8601 or unix seconds)")
+    parser.add_argument("--outcome", metavar="EVENT",
+                        help="an outcome event (or table column, e.g. Revenue): each card shows its"
+                             " rate against everyone's; never a feature (noised under --epsilon)")
     _add_privacy(parser)
     _add_engine(parser)
     add_columns(parser)
@@ -121,7 +126,7 @@ def train(args: argparse.Namespace) -> int:
     key = load_signing_key(Path(args.key)) if args.key else None
     data = Path(args.events or args.table)
     with progress_steps("training") as step, _engine(args):
-        spec, rows, bad, users, ids = _spec_and_rows(args, data, step)
+        spec, rows, bad, users, ids, facts = _spec_and_rows(args, data, step)
         if args.epsilon_sweep:
             return _sweep(spec, users, args)
         options = TrainOptions(model_id=args.model_id, version=args.version, k=args.k,
@@ -132,7 +137,7 @@ def train(args: argparse.Namespace) -> int:
         assert key is not None
         result = train_bundle(rows, spec, key, options, lineage={
                               "source": args.source or "unlabelled", "users": users},
-                              bad_rows=bad, progress=step, user_ids=ids)
+                              bad_rows=bad, progress=step, user_ids=ids, facts=facts)
     out = write_bundle(Path(args.out), result.files, overwrite=args.force)
     if args.zip:
         zip_bundle(result.files, out.with_suffix(".zip"))
@@ -143,9 +148,10 @@ def train(args: argparse.Namespace) -> int:
 
 def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], None]
                    ) -> tuple[FeatureSpec, npt.NDArray[np.float64] | RowBlocks, Counter[str], int,
-                              list[str] | None]:
-    """The spec (given or suggested), rows, bad rows, users, and ids (for DP; None on Dask)."""
+                              list[str] | None, UserFacts | None]:
+    """The spec (given or suggested), rows, bad rows, users, ids (for DP; None on Dask), facts."""
     from edgepersona.trainer.data.events import read_event_log, read_feature_table
+    from edgepersona.trainer.data.facts import log_facts
     from edgepersona.trainer.data.features import compute_features
 
     if args.spec:
@@ -153,9 +159,10 @@ def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], N
     else:
         spec = suggest_for(data, args, table=bool(args.table))
         step(f"no --spec given: using the suggested spec ({len(spec.features)} features,"
-             " data-derived bounds; see `edgepersona spec suggest`)")
+             " coarse noisy bounds; see `edgepersona spec suggest`)")
     rows: npt.NDArray[np.float64] | RowBlocks
     ids: list[str] | None = None
+    facts = None
     if args.engine == "dask":
         rows, bad, users = _dask_rows(spec, args, step)
     elif args.events:
@@ -163,15 +170,17 @@ def _spec_and_rows(args: argparse.Namespace, data: Path, step: Callable[[str], N
         require_users(log.n_users, log.bad_rows, data.name)
         rows, bad, users = compute_features(log, spec, args.at), log.bad_rows, log.n_users
         ids = log.user_keys
+        facts = log_facts(log, spec, args.at, args.outcome)
     else:
         private = args.epsilon is not None  # a private release needs the people's ids
         table = read_feature_table(data, spec, args.user_col if private else None)
         rows, bad, users = table.values, table.bad_rows, len(table.values)
         ids = table.user_keys if private else None
+        facts = _table_facts(data, table, args.outcome) if users else None
     step(f"{users:,} users, {sum(bad.values()):,} bad rows skipped"
          + (f" ({dict(bad)})" if bad else ""))
     require_users(users, bad, data.name)
-    return spec, rows, bad, users, ids
+    return spec, rows, bad, users, ids, facts
 
 
 def _check_before_work(args: argparse.Namespace) -> None:
@@ -180,6 +189,8 @@ def _check_before_work(args: argparse.Namespace) -> None:
         raise InputError("train needs --key KEYS/ and --out BUNDLE/ (only --epsilon-sweep writes nothing)")
     if args.engine == "dask" and not args.spec:
         raise InputError("--engine dask needs --spec: make one with `edgepersona spec suggest` on one file")
+    if args.engine == "dask" and args.outcome:
+        raise InputError("--outcome runs on the local engine only; drop --engine dask")
     if args.out and not args.epsilon_sweep and Path(args.out).exists() and not args.force:
         raise InputError(f"{args.out} already exists; choose another --out or pass --force")
     if args.epsilon is not None and not args.ledger:
@@ -193,6 +204,22 @@ def _check_before_work(args: argparse.Namespace) -> None:
     for flag, given in files:
         if given:
             require_file(flag, given)
+
+
+def _table_facts(path: Path, table: FeatureTable, outcome: str | None) -> UserFacts:
+    """Display facts of a table: its own values, and the --outcome column as yes/no."""
+    from edgepersona.trainer.data.events import read_table
+    from edgepersona.trainer.data.facts import table_facts
+
+    if outcome is None:
+        return table_facts(table.values)
+    cells = read_table(path).get(outcome)
+    if cells is None:
+        raise InputError(f"--outcome {outcome!r} is not a column of {path.name}; name one of its"
+                         " columns (e.g. a yes/no column such as Revenue)")
+    kept = [cells[int(position)] for position in table.user_keys]  # keys are row positions here
+    flags = np.array([str(c).strip().lower() in ("true", "yes", "y", "1", "1.0") for c in kept])
+    return table_facts(table.values, flags, outcome)
 
 
 def _engine(args: argparse.Namespace) -> AbstractContextManager[object]:

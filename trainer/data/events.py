@@ -101,8 +101,22 @@ class FeatureTable:
     source: str = ""
 
 
-def read_table(path: Path) -> dict[str, list[Any]]:
-    """Read CSV (optionally gzip) or Parquet into columns of Python values."""
+def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+    """Read CSV (optionally gzip) or Parquet into columns of Python values.
+
+    Args:
+        path: the file.
+        text_columns: columns read as text, never as numbers (identifiers:
+            ``01``, ``1`` and ``001`` are three users). A Parquet column already
+            stored as numbers is turned into text as written.
+
+    Returns:
+        Column name → cells (None for a missing cell).
+
+    Raises:
+        InputError: the file is missing or is not CSV or Parquet.
+    """
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -114,12 +128,26 @@ def read_table(path: Path) -> dict[str, list[Any]]:
         else:
             # Only an empty cell is missing: "NaN", "NA" or "null" are values we judge.
             options = pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""],
-                                           quoted_strings_can_be_null=False)
+                                           quoted_strings_can_be_null=False,
+                                           column_types={c: pa.string() for c in text_columns})
             table = pacsv.read_csv(path, convert_options=options)
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise InputError(f"cannot read {path.name} as CSV or Parquet: {_reading_problem(path, exc)}"
                          ) from None
-    return {name: table.column(name).to_pylist() for name in table.column_names}
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    for name in text_columns:
+        if name in columns:
+            columns[name] = [_text(c) for c in columns[name]]
+    return columns
+
+
+def _text(cell: object) -> str | None:
+    """An identifier cell as text; a whole float (a numeric Parquet column) without ``.0``."""
+    if cell is None:
+        return None
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return str(cell)
 
 
 def _reading_problem(path: Path, exc: Exception) -> str:
@@ -217,7 +245,7 @@ def read_event_log(path: Path, columns: Columns = Columns()) -> EventLog:
         InputError: the file cannot be read.
         SchemaError: a required column is missing.
     """
-    data = read_table(path)
+    data = read_table(path, (columns.user,))
     _require(data, [columns.user, columns.time, columns.event], path)
     n = len(data[columns.user])
     times = np.array([parse_time(t) for t in data[columns.time]], dtype=np.float64)
@@ -279,7 +307,7 @@ def read_feature_table(path: Path, spec: FeatureSpec, user_column: str | None = 
         InputError: the file cannot be read.
         SchemaError: a feature column is missing.
     """
-    data = read_table(path)
+    data = read_table(path, (user_column,) if user_column else ())
     _require(data, list(spec.names) + ([user_column] if user_column else []), path)
     n = len(data[spec.names[0]])
     matrix = np.column_stack([np.array([parse_number(v) for v in data[name]], dtype=np.float64)

@@ -218,7 +218,8 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
               ("every released persona holds >= k-min users",
                all(c["share"] * report["lineage"]["users"] >= privacy["k_min"] - 1e-9
                    for c in report["personas"]), f"k-min {privacy['k_min']}"),
-              ("bounds declared, not taken from data", privacy["bounds_source"] == "declared",
+              ("bounds declared or coarse, not taken from data",
+               privacy["bounds_source"] in ("declared", "coarse"),
                privacy["bounds_source"]),
               ("envelope within 1 KiB (default suite)", egress["envelope_bytes"] <= ENVELOPE_LIMIT,
                f"{egress['envelope_bytes']} B"),

@@ -16,9 +16,10 @@ from edgepersona.sdk import FeatureSpec, InputError, Manifest, PersonaCard
 from edgepersona.sdk.protocol.assign import numpy_assign
 from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, MODEL_NAME
 from edgepersona.sdk.protocol.manifest import AssignerParams, parse_manifest
+from edgepersona.trainer.data.facts import UserFacts
 from edgepersona.trainer.engines.kmeans import PersonaKMeans
 from edgepersona.trainer.engines.row_blocks import RowBlocks
-from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown
+from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown, summarise_facts
 from edgepersona.trainer.release.export import sign_manifest
 from edgepersona.trainer.release.export_onnx import build_onnx
 
@@ -75,11 +76,13 @@ class TrainResult:
     merged: tuple[str, ...]
 
 
-def _bounds_source(spec: FeatureSpec) -> Literal["declared", "data", "mixed"]:
-    """Summarise how the spec's bounds were chosen."""
+def _bounds_source(spec: FeatureSpec) -> Literal["declared", "coarse", "data", "mixed"]:
+    """Summarise how the spec's bounds were chosen (coarse noisy bounds reveal no one)."""
     sources = {f.bounds_source for f in spec.features}
     if sources == {"declared"}:
         return "declared"
+    if "data" not in sources:
+        return "coarse"
     return "data" if sources == {"data"} else "mixed"
 
 
@@ -87,7 +90,8 @@ def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, k
                  options: TrainOptions, *, lineage: Mapping[str, str | int | float | None],
                  bad_rows: Mapping[str, int] | None = None, now: datetime | None = None,
                  progress: Callable[[str], None] | None = None,
-                 user_ids: Sequence[str] | None = None) -> TrainResult:
+                 user_ids: Sequence[str] | None = None,
+                 facts: UserFacts | None = None) -> TrainResult:
     """Fit personas on feature rows and produce a signed bundle.
 
     Args:
@@ -102,6 +106,9 @@ def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, k
         progress: called with a short message after each step.
         user_ids: each row's user id; required for a private release (only a keyed
             sketch is kept, so the budget follows the people, not a name).
+        facts: per-user facts in people's units, one per row (display values,
+            lifecycle, outcome), for the cards; under ``epsilon`` only the
+            outcome is used, noised and spent from the ledger.
 
     Returns:
         The bundle files and the manifest.
@@ -118,12 +125,13 @@ def train_bundle(rows: npt.NDArray[np.float64] | RowBlocks, spec: FeatureSpec, k
         if user_ids is None:
             raise InputError("a private release needs the user ids (user_ids=...): the budget"
                              " is found from who is in the data, not from a name")
-        return _train_private(rows, spec, key, options, user_ids, created, note)
+        return _train_private(rows, spec, key, options, user_ids, created, note, facts)
     model = PersonaKMeans(spec=spec, n_clusters=options.k, k_range=options.k_range,
                           k_min=options.k_min, min_share=options.min_share,
                           random_state=options.seed,
                           stability_rounds=options.stability_rounds).fit(rows, progress=note)
-    cards = cards_from_stats(spec, *model.profile_)
+    summary = summarise_facts(facts, model.labels_, model.k_) if facts is not None else None
+    cards = cards_from_stats(spec, *model.profile_, None, summary)
     note("persona cards written")
     metrics = model.metrics_
     fields = {
@@ -156,7 +164,7 @@ def _sign(fields: dict[str, object], params: AssignerParams, cards: tuple[Person
 
 def _train_private(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed25519PrivateKey,
                    options: TrainOptions, user_ids: Sequence[str], created: datetime,
-                   note: Callable[[str], None]) -> TrainResult:
+                   note: Callable[[str], None], facts: UserFacts | None = None) -> TrainResult:
     """The differentially private path: ledger check, DP k-means, ledger spend, sign."""
     from edgepersona.trainer.release.train_private import fit_private
 
@@ -185,7 +193,16 @@ def _train_private(rows: npt.NDArray[np.float64], spec: FeatureSpec, key: Ed2551
                     "users_note": "noisy count", "ledger_id": release.ledger_id,
                     "ledger_seq": release.head[0], "ledger_head": release.head[1]},
     }
-    files = _sign(fields, release.params, release.cards, options, key)
-    note("private bundle exported and signed")
     labels = numpy_assign(release.params, rows)[0]
+    if facts is not None and facts.outcome is not None:
+        from edgepersona.trainer.release.train_private import private_outcomes
+
+        fields["personas"] = private_outcomes(release, facts, labels, options.ledger, key,
+                                              user_ids=user_ids, secret=options.ledger_secret,
+                                              epsilon=options.epsilon or 0.0,
+                                              seed=options.seed, now=created,
+                                              note=f"{options.model_id} v{options.version}")
+        note("outcome rates noised and spent from the ledger")
+    files = _sign(fields, release.params, fields["personas"], options, key)  # type: ignore[arg-type]
+    note("private bundle exported and signed")
     return TrainResult(files, parse_manifest(files[MANIFEST_NAME]), labels, release.suppressed)

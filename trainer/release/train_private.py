@@ -11,6 +11,7 @@ before any noise is drawn and spent before the bundle exists.
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,14 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import FeatureSpec, InputError, PersonaCard
-from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.sdk.protocol.manifest import AssignerParams, OutcomeRate
+from edgepersona.trainer.data.facts import UserFacts
 from edgepersona.trainer.privacy.dp_kmeans import DPKMeans, PrivacyLeakWarning, declared_scaling
 from edgepersona.trainer.privacy.ledger import PrivacyLedger
-from edgepersona.trainer.release.cards import cards_from_stats
+from edgepersona.trainer.release.cards import cards_from_stats, outcome_sentence
 
-__all__ = ["MECHANISM", "PrivateRelease", "fit_private", "raw_centroids"]
+__all__ = ["MECHANISM", "OUTCOME_EPSILON_SHARE", "PrivateRelease", "fit_private",
+           "private_outcomes", "raw_centroids"]
 
 F64 = npt.NDArray[np.float64]
 MECHANISM = "gaussian: DP-Lloyd with private bisecting-tree seeding"
@@ -160,3 +163,61 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
                           max(0, round(float(np.clip(model.counts_, 0, None).sum()))),
                           tuple(model.dropped_), source, book.ledger_id or "", (seq, digest))
 
+
+
+OUTCOME_EPSILON_SHARE = 0.1  # the outcome rates' ε, as a share of the release's ε
+
+
+def private_outcomes(release: PrivateRelease, facts: UserFacts, labels: npt.NDArray[np.int64],
+                     ledger: Path | str | None, key: Ed25519PrivateKey, *,
+                     user_ids: Sequence[str], secret: Path | None, epsilon: float,
+                     seed: int | None, now: datetime, note: str) -> tuple[PersonaCard, ...]:
+    """Add noisy outcome rates to a private release's cards, spent from the ledger.
+
+    Each user is in one persona and reaches the outcome or not, so the per-persona
+    outcome counts have L1 sensitivity 1: Laplace noise of scale ``1/ε_o`` with
+    ``ε_o = OUTCOME_EPSILON_SHARE · ε`` makes them ε_o-DP (recorded as a pure-ε
+    release). Rates divide by the release's noisy persona counts (post-processing).
+
+    Args:
+        release: the private release.
+        facts: per-user facts holding the outcome flags.
+        labels: each user's persona under the released centroids.
+        ledger: the budget ledger file.
+        key: the ledger's signing key.
+        user_ids: the users the release is computed from (charged like the fit).
+        secret: the ledger's source secret (None: beside the ledger).
+        epsilon: the release's ε.
+        seed: random seed (tests only); None draws from the OS.
+        now: the release time.
+        note: recorded with the ledger entry.
+
+    Returns:
+        The cards with their outcome rates.
+
+    Raises:
+        BudgetExceededError: the budget cannot pay for the outcome rates.
+        InputError: there is no ledger or no outcome.
+    """
+    if ledger is None or facts.outcome is None or facts.outcome_name is None:
+        raise InputError("private outcome rates need a ledger and an outcome")
+    share = OUTCOME_EPSILON_SHARE * epsilon
+    book = PrivacyLedger(ledger, key, secret=secret)
+    sketch = book.sketch(user_ids)
+    source = release.source or book.resolve(sketch)
+    book.check(source, epsilon=share, delta=0.0, mechanism="other", sketch=sketch)
+    k = len(release.cards)
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+    hits = np.bincount(labels[facts.outcome], minlength=k)[:k].astype(np.float64)
+    noisy = hits + rng.laplace(0.0, 1.0 / share, k)
+    book.spend(source, epsilon=share, delta=0.0, mechanism="other",
+               note=f"{note} outcome rates", now=now, sketch=sketch)
+    sizes = np.clip(np.asarray(release.counts[:k], dtype=np.float64), 1.0, None)
+    population = float(np.clip(noisy.sum() / sizes.sum(), 0.0, 1.0))
+    cards = []
+    for card, count, size in zip(release.cards, noisy, sizes, strict=True):
+        rate = OutcomeRate(name=facts.outcome_name, rate=float(np.clip(count / size, 0.0, 1.0)),
+                           population=population, noised=True)
+        cards.append(card.model_copy(update={
+            "outcome": rate, "description": f"{card.description} {outcome_sentence(rate)}"}))
+    return tuple(cards)
