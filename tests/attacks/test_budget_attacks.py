@@ -215,7 +215,7 @@ def test_a_refit_from_another_budgeted_source_is_refused(world: dict[str, Any],
     others = write_table(world["tmp"] / "other_people.csv", bundle_spec, world["rows"],
                          [f"stranger-{i}" for i in range(len(IDS))])
     assert release(world, 5, table=others, budget="9,1e-5") == 0  # strangers: a roomy budget
-    code, report = audit(world, capsys)
+    _, report = audit(world, capsys)
     roomy = next(b["source"] for b in report["bundles"] if b["version"] == 5)
     assert refit(world, "--source", roomy) != 0  # it could pay; v1's people cannot
     assert "would be exceeded" in capsys.readouterr().err

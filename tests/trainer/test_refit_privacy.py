@@ -149,7 +149,7 @@ def test_a_refit_is_charged_to_the_people_of_its_model_line(
     assert main([*argv, "--source", "other"]) == 1  # "other" could pay; crm's people cannot
     assert "'crm' would be exceeded" in capsys.readouterr().err
     assert line.ledger.head == before and not (line.shelf / "private-v2").exists()
-    assert main(argv[:-4] + ["--epsilon", "0.3", "--ledger", line.where]) == 0
+    assert main([*argv[:-4], "--epsilon", "0.3", "--ledger", line.where]) == 0
 
 
 def test_a_refit_must_use_the_ledger_its_line_was_spent_from(
