@@ -178,6 +178,11 @@ def test_a_spend_stands_when_the_refit_cannot_be_written(
     err = capsys.readouterr().err
     assert "v2 was not written" in err and "stays spent" in err and "'crm'" in err
     assert line.ledger.status("crm").releases == 2  # v1 and the refit that never shipped
+    argv = refit_argv(line, signing_keys, "--epsilon", "0.5", "--ledger", line.where)
+    assert main([*argv, "--k-min", "100000"]) == 1  # noise drawn, then too few personas
+    err = capsys.readouterr().err
+    assert "only 0 persona(s)" in err and "stays spent" in err
+    assert line.ledger.status("crm").releases == 3
 
 
 @pytest.mark.parametrize("command", ["refit", "schedule"])

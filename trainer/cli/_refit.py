@@ -127,19 +127,19 @@ def refit(args: argparse.Namespace) -> int:
     key, privacy, ledger, source = _private(args, previous)
     spend = None
     try:
-        plan = plan_refit(previous, aggregates, k_min=args.k_min, threshold=args.drift_threshold,
-                          privacy=privacy, weighting=weighting.describe())
-    finally:  # noise was drawn: spend even if the refit then failed, and before signing
-        if ledger is not None and privacy is not None:
-            from edgepersona.trainer.release.refit_ledger import spend_refit
+        try:
+            plan = plan_refit(previous, aggregates, k_min=args.k_min, threshold=args.drift_threshold,
+                              privacy=privacy, weighting=weighting.describe())
+        finally:  # noise was drawn: spend even if the refit then failed, and before signing
+            if ledger is not None and privacy is not None:
+                from edgepersona.trainer.release.refit_ledger import spend_refit
 
-            spend = spend_refit(ledger, previous, privacy, source)
-    if args.min_move is not None and plan.converged(args.min_move):
-        console.print(f"converged: largest move {plan.drift.max_move:.1%} <"
-                      f" {args.min_move:.0%}; no new version written"
-                      + (f" (ε={spend_text(spend, privacy)} stays spent)" if spend else ""))
-        return 0
-    try:
+                spend = spend_refit(ledger, previous, privacy, source)
+        if args.min_move is not None and plan.converged(args.min_move):
+            console.print(f"converged: largest move {plan.drift.max_move:.1%} <"
+                          f" {args.min_move:.0%}; no new version written"
+                          + (f" (ε={spend_text(spend, privacy)} stays spent)" if spend else ""))
+            return 0
         _write(args, plan, key, int(np.sum(aggregates.contributions)), spend)
     except (PersonaError, OSError) as exc:
         if spend is None:
