@@ -116,6 +116,9 @@ def refit(args: argparse.Namespace) -> int:
     Raises:
         InputError: ``--epsilon`` without ``--ledger``, a missing SQLite database, or
             a private refit whose spend stands while its bundle could not be written.
+        BudgetExceededError: a budget the refit is charged to cannot pay (nothing spent).
+        ModelIntegrityError: the ledger is not the one the previous version was spent
+            from, or no longer holds its entry.
     """
     from edgepersona.trainer.release.refit import plan_refit
 
