@@ -24,6 +24,7 @@ from test_report_html import Page
 
 from edgepersona.sdk import InputError, PersonaRuntime
 from edgepersona.trainer.cli import main
+from edgepersona.trainer.collector import SqliteAggregateStore
 from edgepersona.trainer.privacy.audit import build_audit, fairness_table
 from edgepersona.trainer.privacy.ledger import PrivacyLedger
 from edgepersona.trainer.report import render_audit_report
@@ -47,10 +48,11 @@ def write_ledger(path: Path, key: Ed25519PrivateKey) -> Path:
 
 
 def write_collector_db(path: Path, *, per_user: bool) -> str:
-    """A collector database; ``per_user`` adds a column the storage check must refuse."""
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE aggregates (model_version, persona, day, count)")
-        conn.execute("CREATE TABLE dedupe (key, expires" + (", pseudonym)" if per_user else ")"))
+    """A real (empty) collector database; ``per_user`` adds a column the storage check must refuse."""
+    SqliteAggregateStore(path).close()
+    if per_user:
+        with sqlite3.connect(path) as conn:
+            conn.execute("ALTER TABLE dedupe_ledger ADD COLUMN pseudonym TEXT")
     return f"sqlite:///{path}"
 
 
@@ -105,7 +107,7 @@ def test_every_section_is_present_with_its_evidence(passing: dict[str, Any]) -> 
     assert all(f["field"] in text for f in egress["fields"])
     assert f"{egress['envelope_bytes']:,} B" in text and egress["sample_opened"]["pseudonym"] in text
     assert "every 30 days" in text and passing["storage"]["retention"] in text
-    assert "model_version, persona, day, count" in text  # the actual tables
+    assert "model_version, persona_index, day_bucket, count, sums, sumsq" in text  # the actual tables
     assert "north" in text and "south" in text and "No group is flagged." in text
     assert all(p["name"] in text for p in passing["personas"])
 
@@ -135,7 +137,7 @@ def test_failed_checks_read_fail_without_colour(failing: dict[str, Any]) -> None
     text = text_of(page)
     assert f"FAIL {len(failed)} of {len(failing['checks'])} automated checks failed" in text
     assert 'class="verdict fail"' in page and "<title>Privacy audit: test-personas v1 (FAIL)" in page
-    assert "FAIL: the ledger does not verify" in text and "dedupe.pseudonym" in text
+    assert "FAIL: the ledger does not verify" in text and "dedupe_ledger.pseudonym" in text
 
 
 def test_without_a_ledger_or_groups_the_page_says_so(bundle_dir: Path, public_key: bytes) -> None:

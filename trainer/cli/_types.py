@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
 
 from edgepersona.sdk import InputError
 from edgepersona.trainer.cli._args import parse_at
@@ -44,112 +45,35 @@ def _number(text: str, kind: type[int] | type[float], what: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number ≥ 1.
-
-    Args:
-        text: the option's value.
-
-    Returns:
-        The number.
-
-    Raises:
-        argparse.ArgumentTypeError: it is not one.
-    """
-    value = int(_number(text, int, "a whole number ≥ 1"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
-    return value
+def _int_type(what: str, inside: Callable[[int], bool]) -> Callable[[str], int]:
+    """An argparse type for a whole number ``what`` (e.g. "a whole number ≥ 1")."""
+    def check(text: str) -> int:
+        value = int(_number(text, int, what))
+        if not inside(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    check.__doc__ = f"An argparse type: {what}."
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: a whole number ≥ 0.
-
-    Args:
-        text: the option's value.
-
-    Returns:
-        The number.
-
-    Raises:
-        argparse.ArgumentTypeError: it is not one.
-    """
-    value = int(_number(text, int, "a whole number ≥ 0"))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
-    return value
+def _float_type(what: str, inside: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type for a finite number ``what`` (e.g. "a number in (0, 1)")."""
+    def check(text: str) -> float:
+        value = _number(text, float, what)
+        if not inside(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    check.__doc__ = f"An argparse type: {what}."
+    return check
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0.
+positive_int = _int_type("a whole number ≥ 1", lambda v: v >= 1)
+non_negative_int = _int_type("a whole number ≥ 0", lambda v: v >= 0)
+positive_float = _float_type("a number > 0", lambda v: v > 0)
+fraction = _float_type("a number in [0, 1)", lambda v: 0 <= v < 1)
+probability = _float_type("a number in (0, 1)", lambda v: 0 < v < 1)
+days = _float_type(f"days in (0, {_MAX_DAYS}]", lambda v: 0 < v <= _MAX_DAYS)
 
-    Args:
-        text: the option's value.
-
-    Returns:
-        The number.
-
-    Raises:
-        argparse.ArgumentTypeError: it is not one.
-    """
-    value = _number(text, float, "a number > 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1).
-
-    Args:
-        text: the option's value.
-
-    Returns:
-        The number.
-
-    Raises:
-        argparse.ArgumentTypeError: it is not one.
-    """
-    value = _number(text, float, "a number in [0, 1)")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """An argparse type: a number in (0, 1), such as DP's δ.
-
-    Args:
-        text: the option's value.
-
-    Returns:
-        The number.
-
-    Raises:
-        argparse.ArgumentTypeError: it is not one.
-    """
-    value = _number(text, float, "a number in (0, 1)")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
-
-
-def days(text: str) -> float:
-    """An argparse type: a validity in days, in (0, 36500].
-
-    Args:
-        text: the option's value.
-
-    Returns:
-        The number of days.
-
-    Raises:
-        argparse.ArgumentTypeError: it is out of range.
-    """
-    value = _number(text, float, f"days in (0, {_MAX_DAYS}]")
-    if not 0 < value <= _MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"expected days in (0, {_MAX_DAYS}], got {text!r}")
-    return value
 
 
 def k_or_auto(text: str) -> int | str:

@@ -18,7 +18,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from edgepersona.sdk import InputError
+from edgepersona.sdk import InputError, SchemaError
 from edgepersona.trainer.collector._aggregates import AggregateStore
 from edgepersona.trainer.collector._queries import SMALL_CLOSED_CELLS, render
 from edgepersona.trainer.collector._sqlite import SqliteAggregateStore
@@ -87,8 +87,12 @@ def small_cells_at_rest(url: str, k_min: int) -> list[tuple[int, int, int, int]]
         path = Path(url[len(_SQLITE_PREFIX):])
         if not path.is_file():
             raise InputError(f"no collector database at {path}; pass the --db URL the collector uses")
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            rows = conn.execute(render(SMALL_CLOSED_CELLS, "?"), (k_min,)).fetchall()
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+                rows = conn.execute(render(SMALL_CLOSED_CELLS, "?"), (k_min,)).fetchall()
+        except sqlite3.DatabaseError:
+            raise SchemaError(f"{path} is not a collector database (its aggregate tables are missing"
+                              " or damaged); pass the --db URL the collector uses") from None
         return [(int(v), int(p), int(d), int(n)) for v, p, d, n in rows]
     store = open_store(url)
     try:
