@@ -40,7 +40,10 @@ from edgepersona.sdk.protocol.assign import model_space
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
 from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
 
-__all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
+__all__ = ["ClientOptions", "PersonaClient", "TimeInput", "TrackedEvent"]
+
+TimeInput = float | int | str | datetime
+"""A moment: unix seconds, an ISO 8601 string or a datetime (naive means UTC, as the CLI)."""
 
 _GLOBAL = EncryptedStore.GLOBAL
 _STATE = "fold_state"
@@ -86,7 +89,7 @@ class TrackedEvent:
     subject: str
     event: str
     value: float | None = None
-    at: float | None = None
+    at: TimeInput | None = None
     properties: Mapping[str, PropertyValue] | None = None
 
 
@@ -103,7 +106,7 @@ class PersonaClient:
         self._clock = clock
         self._lock = threading.RLock()
         self._cache: OrderedDict[str, FoldState] = OrderedDict()
-        self.ignored_events = 0
+        self._ignored = 0
 
     @classmethod
     def open(cls, bundle: BundleInput, *, trusted_keys: Iterable[KeyInput],
@@ -158,22 +161,36 @@ class PersonaClient:
         """The verified model runtime."""
         return self._runtime
 
+    @property
+    def ignored_events(self) -> int:
+        """Events this client was given whose name no feature uses, since it opened.
+
+        With ``unknown_events="ignore"`` (the default) such events are accepted,
+        change no feature and are counted here (and per subject in the stored
+        state); a rising count usually means a misspelt event name or a bundle
+        built from another spec. ``unknown_events="reject"`` refuses them instead.
+        """
+        return self._ignored
+
     def track(self, event: str, value: float | None = None, *, subject: str = "me",
-              at: float | None = None, properties: Mapping[str, PropertyValue] | None = None) -> bool:
+              at: TimeInput | None = None,
+              properties: Mapping[str, PropertyValue] | None = None) -> bool:
         """Fold one event into a subject's state and commit it.
 
         Args:
             event: the event name.
             value: the event's numeric value, if any.
             subject: whose event it is (``"me"`` in a single-user app).
-            at: unix seconds (default: the clock).
+            at: unix seconds, an ISO 8601 string or a datetime (naive means
+                UTC); default: the clock.
             properties: named properties the spec may use.
 
         Returns:
             True if a feature used the event; False if no feature uses its name.
 
         Raises:
-            InputError: bad types, NaN/inf, a time too far in the future, or an
+            InputError: bad types, NaN/inf, a number beyond ±1e15, a string
+                property over 256 characters, a time too far in the future, or an
                 unknown event with ``unknown_events="reject"``; nothing changed.
             StoreError: the state could not be committed; nothing changed.
         """
@@ -217,18 +234,19 @@ class PersonaClient:
                 for subject in touched:  # uncommitted: reload the committed state next time
                     self._cache.pop(subject, None)
                 raise
-            self.ignored_events += ignored
+            self._ignored += ignored
             self._trim_cache(touched)
             return used
 
-    def _when(self, at: float | None, now: float) -> float:
-        """The event time, refusing times too far ahead of the clock."""
+    def _when(self, at: TimeInput | None, now: float) -> float:
+        """The event time in unix seconds, refusing times too far ahead of the clock."""
         if at is None:
             return now
-        if isinstance(at, int | float) and at > now + self._options.max_future_seconds:
+        seconds = _seconds(at)
+        if seconds > now + self._options.max_future_seconds:
             raise InputError(f"event time {at!r} is more than {self._options.max_future_seconds:g} s"
                              f" ahead of the clock ({now!r}); check the device clock")
-        return at
+        return seconds
 
     def _trim_cache(self, recent: Mapping[str, FoldState]) -> None:
         """Mark subjects as recently used and keep the cache within its size."""
@@ -237,12 +255,13 @@ class PersonaClient:
         while len(self._cache) > self._options.cache_subjects:
             self._cache.popitem(last=False)
 
-    def features(self, *, subject: str = "me", at: float | None = None) -> list[float]:
+    def features(self, *, subject: str = "me", at: TimeInput | None = None) -> list[float]:
         """The subject's raw feature vector (what ``assign`` feeds the model).
 
         Args:
             subject: whose features.
-            at: evaluation time (default: the clock, or the latest event if later).
+            at: evaluation time, as for :meth:`track` (default: the clock, or the
+                latest event if later).
 
         Returns:
             One value per spec feature.
@@ -268,17 +287,18 @@ class PersonaClient:
             self._cache[subject] = state
         return state
 
-    def _eval_time(self, state: FoldState, at: float | None) -> float:
+    def _eval_time(self, state: FoldState, at: TimeInput | None) -> float:
         """Explicit time, or the clock (never before the latest event)."""
-        return max(self._clock(), state.latest) if at is None else at
+        return max(self._clock(), state.latest) if at is None else _seconds(at)
 
-    def assign(self, *, subject: str = "me", at: float | None = None,
+    def assign(self, *, subject: str = "me", at: TimeInput | None = None,
                explain: bool = False) -> Assignment:
         """Assign a subject's persona from its folded events.
 
         Args:
             subject: whose persona.
-            at: evaluation time (default: the clock, or the latest event if later).
+            at: evaluation time, as for :meth:`track` (default: the clock, or the
+                latest event if later).
             explain: include the reasons for the choice.
 
         Returns:
@@ -298,9 +318,9 @@ class PersonaClient:
             result = replace(result, determined=False)
         return result
 
-    def _contribution_snapshot(self, subject: str, at: float | None) -> _Snapshot:
+    def _contribution_snapshot(self, subject: str, at: TimeInput | None) -> _Snapshot:
         """What a sync contribution reports for a subject now (used by SyncAgent)."""
-        when = self._clock() if at is None else at
+        when = self._clock() if at is None else _seconds(at)
         with self._lock:
             state = self._cached(subject)
             row = state.evaluate(max(when, state.latest))
@@ -361,19 +381,19 @@ class PersonaClient:
             return rotated.ids
 
     def pseudonym(self, *, subject: str = "me", domain: PseudonymDomain = "sync",
-                  at: float | None = None) -> Pseudonym:
+                  at: TimeInput | None = None) -> Pseudonym:
         """The subject's keyed pseudonym for a domain and the current epoch.
 
         Args:
             subject: the raw subject id (never leaves the device).
             domain: ``local`` or ``sync``; the two cannot be linked.
-            at: unix seconds (default: the clock) choosing the epoch.
+            at: the moment choosing the epoch, as for :meth:`track` (default: the clock).
 
         Returns:
             The pseudonym with its key id and epoch.
         """
         return self._pseudonyms.pseudonym(subject, domain=domain,
-                                          at=self._clock() if at is None else at)
+                                          at=self._clock() if at is None else _seconds(at))
 
     def subjects(self) -> list[str]:
         """Subjects with stored state.
@@ -407,6 +427,23 @@ class PersonaClient:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _seconds(at: object) -> float:
+    """Unix seconds from a number, an ISO 8601 string or a datetime (naive means UTC)."""
+    if isinstance(at, int | float) and not isinstance(at, bool):
+        return at  # checked (finite, >= 0) where it is used
+    moment = at
+    if isinstance(at, str):
+        try:
+            moment = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"time {at!r} is not ISO 8601 (e.g. '2026-12-04T17:00:00Z');"
+                             " pass unix seconds, an ISO 8601 string or a datetime") from None
+    if not isinstance(moment, datetime):
+        raise InputError(f"time must be unix seconds, an ISO 8601 string or a datetime,"
+                         f" got {type(at).__name__}")
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _utc(seconds: float) -> datetime:
