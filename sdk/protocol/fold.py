@@ -32,9 +32,9 @@ the same ones):
   and nothing is written; a numeric *string* beyond it does not enter sums and
   means (like a non-numeric string). Every accumulator is then bounded by
   1e15 times the number of events, far from overflow;
-* a fold that would still make any accumulator non-finite (e.g. a state
-  restored from a damaged or foreign store) is refused the same way: all
-  updates of one event are computed first and written only if all are finite;
+* a fold therefore cannot overflow: an update is ``value · scale + amount``
+  with ``scale <= 1`` and ``|amount| <= 1e15``, and a stored state with a
+  non-finite number is refused as corrupt when it is read;
 * a string property value is at most ``MAX_STRING_CHARS`` (256) characters,
   an event name at most 128, a property name at most 64 and an event carries at
   most ``MAX_PROPERTIES`` (64) properties; longer or more are refused with
@@ -292,8 +292,8 @@ class FoldState:
     def fold(self, event: str, at: float, props: Mapping[str, PropertyValue]) -> bool:
         """Fold one validated event; see :meth:`edgepersona.sdk.PersonaRuntime.track`.
 
-        All updates of the event are computed first and written only if every
-        accumulator stays finite, so a refused event changes nothing.
+        All updates of the event are computed from the current state first, then
+        written together.
 
         Args:
             event: the event name.
@@ -302,9 +302,6 @@ class FoldState:
 
         Returns:
             True if a feature used the event, False if it was ignored.
-
-        Raises:
-            InputError: the event would make an accumulator non-finite.
         """
         slots = self.plan.by_event.get(event, self.plan.any_event)
         if not slots:
@@ -314,9 +311,6 @@ class FoldState:
         remember: list[tuple[int, str | int]] = []
         for slot in slots:
             self._plan_slot(slot, at, props, updates, remember)
-        if not all(math.isfinite(value) for _, value, _ in updates):
-            raise InputError(f"event {event!r} would make the folded state non-finite; values"
-                             f" must be at most {MAX_MAGNITUDE:g} in absolute value")
         values, anchors, last = self.values, self.anchors, self.last
         for index, value, anchor in updates:
             values[index], anchors[index] = value, anchor
