@@ -81,7 +81,6 @@ __all__ = [
 ]
 
 _LN2: Final = math.log(2.0)
-_HUGE: Final = 1e300  # ages are clipped to this so 0 · inf never meets in evaluate
 
 
 def decay_rate(half_life_days: float) -> float:
@@ -184,7 +183,10 @@ class FoldPlan:
                           if s.aggregate == "recency_days")
         return cls(spec, tuple(rates), tuple(mixes), tuple(slots),
                    {k: tuple(v) + any_event for k, v in by_event.items()}, any_event, n_distinct,
-                   persisted, derived, linear, -np.asarray(rates, dtype=np.float64),
+                   persisted, derived, linear,
+                   # no decay as the smallest rate there is: exp(-5e-324 · age) is 1.0 for any
+                   # age below 1e292 s, and a never-fed accumulator's infinite age gives 0, not NaN
+                   -np.maximum(np.asarray(rates, dtype=np.float64), 5e-324),
                    tuple(s for s in slots if s.aggregate == "mean"), recencies)
 
     @property
@@ -421,7 +423,6 @@ class FoldState:
                 " evaluate at or after the latest event")
         plan = self.plan
         decayed = np.subtract(at, np.frombuffer(self.anchors))
-        np.minimum(decayed, _HUGE, out=decayed)  # never-fed accumulators: age inf, value 0
         np.multiply(decayed, plan.neg_rates, out=decayed)
         np.exp(decayed, out=decayed)
         np.multiply(decayed, np.frombuffer(self.values), out=decayed)
