@@ -311,10 +311,11 @@ class PersonaClient:
         """
         with self._lock:
             state = self._cached(subject)
-            row = state.evaluate(self._eval_time(state, at))
+            row = state.evaluate(max(self._clock(), state.latest) if at is None else _seconds(at))
             events = state.events
-        result = self._runtime.assign(row, explain=explain)
-        if events < self._runtime.spec.min_events:
+        runtime = self._runtime
+        result = runtime.assign(row, explain=explain)
+        if events < runtime._loaded.min_events:
             result = replace(result, determined=False)
         return result
 

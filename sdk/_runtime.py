@@ -70,6 +70,7 @@ class _Loaded:
     cards: tuple[tuple[str, str], ...] = ()  # (persona id, name) per index
     version: int = 0
     min_confidence: float = 0.0
+    min_events: int = 0
     names: tuple[str, ...] = ()
 
     @classmethod
@@ -78,7 +79,7 @@ class _Loaded:
         spec = manifest.spec
         return cls(manifest, assigner, FoldPlan.from_spec(spec), key_id,
                    tuple((p.id, p.name) for p in manifest.personas), manifest.version,
-                   spec.min_confidence, spec.names)
+                   spec.min_confidence, spec.min_events, spec.names)
 
 
 class PersonaRuntime:

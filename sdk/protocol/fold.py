@@ -11,8 +11,8 @@ new anchor; an earlier (out-of-order) event is added with its age relative to
 the anchor. Both are exact, so arrival order does not change the result.
 A distinct-count feature also keeps, per window component, the decayed sum of
 its remembered values' weights, updated as values arrive, move or are evicted
-(and recomputed from the remembered times every ``distinct_cap`` updates, so
-rounding cannot build up); evaluation is then a handful of vector operations
+(and recomputed from the remembered times every ``64 · distinct_cap``
+evictions, so rounding cannot build up); evaluation is then a handful of vector operations
 over all accumulators, whatever the number of remembered values.
 
 Rules for time:
@@ -231,7 +231,7 @@ class FoldState:
     ignored: int = 0
     latest: float = field(default=-math.inf)
     _heaps: dict[int, list[tuple[float, str | int]]] | None = field(default=None, repr=False)
-    _updates: int = 0  # distinct-sum updates since they were last recomputed exactly
+    _updates: int = 0  # evictions since the distinct sums were last recomputed exactly
 
     def to_bytes(self) -> bytes:
         """Serialise for the encrypted store (JSON; -inf marks "never").
@@ -294,8 +294,8 @@ class FoldState:
     def fold(self, event: str, at: float, props: Mapping[str, PropertyValue]) -> bool:
         """Fold one validated event; see :meth:`edgepersona.sdk.PersonaRuntime.track`.
 
-        All updates of the event are computed from the current state first, then
-        written together.
+        Nothing in a fold can fail once :func:`check_event` accepted the event,
+        so the state is never left half-updated.
 
         Args:
             event: the event name.
@@ -309,56 +309,39 @@ class FoldState:
         if not slots:
             self.ignored += 1
             return False
-        updates: list[tuple[int, float, float]] = []
-        remember: list[tuple[int, str | int]] = []
-        for slot in slots:
-            self._plan_slot(slot, at, props, updates, remember)
-        values, anchors, last = self.values, self.anchors, self.last
-        for index, value, anchor in updates:
-            values[index], anchors[index] = value, anchor
+        last = self.last
         for slot in slots:
             if last[slot.feature] < at:
                 last[slot.feature] = at
-        for which, key in remember:
-            self._remember(which, key, at)
+            prop = slot.property
+            if slot.distinct >= 0:
+                if slot.aggregate == "active_days":
+                    self._remember(slot.distinct, int(at // SECONDS_PER_DAY), at)
+                elif prop is not None and props.get(prop) is not None:
+                    self._remember(slot.distinct, distinct_key(props[prop]), at)
+                continue
+            number = numeric_property(props.get(prop)) if prop is not None else None
+            if prop is not None and number is None:
+                continue  # no usable number: the event does not enter this sum or mean
+            for index in slot.counts:
+                self._add(index, 1.0, at)
+            if number is not None:
+                for index in slot.sums:
+                    self._add(index, number, at)
         self.events += 1
         if at > self.latest:
             self.latest = at
         return True
 
-    def _plan_slot(self, slot: _Slot, at: float, props: Mapping[str, PropertyValue],
-                   updates: list[tuple[int, float, float]],
-                   remember: list[tuple[int, str | int]]) -> None:
-        """Collect one feature's accumulator updates for an event (nothing written)."""
-        prop = slot.property
-        if slot.distinct >= 0:
-            if slot.aggregate == "active_days":
-                remember.append((slot.distinct, int(at // SECONDS_PER_DAY)))
-            elif prop is not None and props.get(prop) is not None:
-                remember.append((slot.distinct, distinct_key(props[prop])))
-            return
-        number = numeric_property(props.get(prop)) if prop is not None else None
-        if prop is not None and number is None:
-            return  # no usable number: the event does not enter this sum or mean
-        for index in slot.counts:
-            updates.append(self._added(index, 1.0, at))
-        if number is not None:
-            for index in slot.sums:
-                updates.append(self._added(index, number, at))
-
-    def _added(self, index: int, amount: float, at: float) -> tuple[int, float, float]:
-        """One accumulator after adding ``amount`` at ``at``: (index, value, anchor); exact in any order."""
-        anchor, value = self.anchors[index], self.values[index]
-        rate = self.plan.rates[index]
+    def _add(self, index: int, amount: float, at: float) -> None:
+        """Add ``amount`` at time ``at`` to one decayed accumulator (exact in any order)."""
+        anchor = self.anchors[index]
         if at >= anchor:
-            scale = 0.0 if anchor == -math.inf else math.exp(-rate * (at - anchor))
-            return index, value * scale + amount, at
-        return index, value + amount * math.exp(-rate * (anchor - at)), anchor
-
-    def _shift(self, which: int, amount: float, at: float) -> None:
-        """Add ``amount`` weighted at ``at`` to a distinct feature's derived sums."""
-        for index in self.plan.distinct_accumulators[which]:
-            _, self.values[index], self.anchors[index] = self._added(index, amount, at)
+            scale = 0.0 if anchor == -math.inf else math.exp(-self.plan.rates[index] * (at - anchor))
+            self.values[index] = self.values[index] * scale + amount
+            self.anchors[index] = at
+        else:
+            self.values[index] += amount * math.exp(-self.plan.rates[index] * (anchor - at))
 
     def _remember(self, which: int, key: str | int, at: float) -> None:
         """Keep the latest time of a distinct value; evict the oldest beyond the cap."""
@@ -367,29 +350,38 @@ class FoldState:
         if previous is not None and at <= previous:
             return
         seen[key] = at
-        self._shift(which, 1.0, at)
+        accumulators = self.plan.distinct_accumulators[which]
+        for index in accumulators:
+            self._add(index, 1.0, at)
         if previous is not None:
-            self._shift(which, -1.0, previous)
+            for index in accumulators:
+                self._add(index, -1.0, previous)
         heap = self._heaps.get(which) if self._heaps is not None else None
         if heap is not None:
             heapq.heappush(heap, (at, key))
         cap = self.plan.spec.distinct_cap
         if len(seen) > cap:
-            if heap is None:  # built once the cap is first reached, so small states stay small
-                heap = [(t, k) for k, t in seen.items()]
-                heapq.heapify(heap)
-                self._heaps = {**(self._heaps or {}), which: heap}
-            while True:
-                oldest, victim = heapq.heappop(heap)
-                if seen.get(victim) == oldest:
-                    break
-            del seen[victim]
-            self._shift(which, -1.0, oldest)
-            if len(heap) > 4 * cap:  # drop stale entries now and then
-                heap[:] = [(t, k) for k, t in seen.items()]
-                heapq.heapify(heap)
+            self._evict(which, heap, cap)
+
+    def _evict(self, which: int, heap: list[tuple[float, str | int]] | None, cap: int) -> None:
+        """Drop the oldest remembered value (ties: the smaller one) and its weight."""
+        seen = self.seen[which]
+        if heap is None:  # built once the cap is first passed, so small states stay small
+            heap = [(t, k) for k, t in seen.items()]
+            heapq.heapify(heap)
+            self._heaps = {**(self._heaps or {}), which: heap}
+        while True:
+            oldest, victim = heapq.heappop(heap)
+            if seen.get(victim) == oldest:
+                break
+        del seen[victim]
+        for index in self.plan.distinct_accumulators[which]:
+            self._add(index, -1.0, oldest)
+        if len(heap) > 4 * cap:  # drop stale entries now and then
+            heap[:] = [(t, k) for k, t in seen.items()]
+            heapq.heapify(heap)
         self._updates += 1
-        if self._updates > cap:
+        if self._updates > 64 * cap:  # evictions subtract: re-add exactly now and then
             self._recompute_distinct()
 
     def _recompute_distinct(self) -> None:
