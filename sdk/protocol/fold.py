@@ -83,6 +83,11 @@ __all__ = [
 _LN2: Final = math.log(2.0)
 
 
+# Distinct features that have seen nothing share this map until their first value, so a
+# gateway's many small subjects do not each carry empty dicts. Never written to.
+_NO_VALUES: Final[dict[str | int, float]] = {}
+
+
 def decay_rate(half_life_days: float) -> float:
     """Per-second decay rate of a half-life; 0 for no decay (``inf``)."""
     return 0.0 if math.isinf(half_life_days) else _LN2 / (half_life_days * SECONDS_PER_DAY)
@@ -202,8 +207,7 @@ class FoldPlan:
         """
         n = len(self.rates)
         return FoldState(self, array("d", bytes(8 * n)), array("d", [-math.inf]) * n,
-                         [{} for _ in range(self.distinct_count)],
-                         array("d", [-math.inf]) * len(self.slots))
+                         [_NO_VALUES] * self.distinct_count, array("d", [-math.inf]) * len(self.slots))
 
 
 @dataclass(slots=True, eq=False)
@@ -346,6 +350,8 @@ class FoldState:
     def _remember(self, which: int, key: str | int, at: float) -> None:
         """Keep the latest time of a distinct value; evict the oldest beyond the cap."""
         seen = self.seen[which]
+        if seen is _NO_VALUES:  # the shared empty map: give this feature its own
+            seen = self.seen[which] = {}
         previous = seen.get(key)
         if previous is not None and at <= previous:
             return
