@@ -309,12 +309,15 @@ class PersonaClient:
         Raises:
             InputError: ``at`` is before the subject's latest event.
         """
+        runtime = self._runtime
         with self._lock:
-            state = self._cached(subject)
+            state = self._cache.get(subject)  # a hit is a valid subject of the active plan
+            if state is None or state.plan is not runtime._loaded.plan:
+                state = self._cached(subject)
             row = state.evaluate(max(self._clock(), state.latest) if at is None else _seconds(at))
             events = state.events
-        runtime = self._runtime
-        result = runtime.assign(row, explain=explain)
+        # evaluate() gives finite float64 rows of the spec's width (the fold's limits)
+        result = runtime._assign_row(row, explain)
         if events < runtime._loaded.min_events:
             result = replace(result, determined=False)
         return result

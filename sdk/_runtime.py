@@ -176,8 +176,13 @@ class PersonaRuntime:
             InputError: wrong length, a missing or unknown name (a mapping must
                 name exactly the spec's features), or a NaN/inf value.
         """
+        return self._assign_row(_as_row(features, self._loaded.names), explain)
+
+    def _assign_row(self, row: npt.NDArray[np.float64], explain: bool = False) -> Assignment:
+        """Assign a validated float64 row (the client's evaluated features come here directly)."""
         loaded = self._loaded
-        row = _as_row(features, loaded.names)
+        if len(row) != len(loaded.names):  # the bundle changed since the row was evaluated
+            row = _as_row(row, loaded.names)
         index, confidence, distances = loaded.assigner.assign_one(row)
         result = _result(loaded, index, confidence, distances)
         if explain:

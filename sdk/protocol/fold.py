@@ -125,8 +125,9 @@ class FoldPlan:
     distinct_accumulators: tuple[tuple[int, ...], ...]
     linear: npt.NDArray[np.float64]       # (features, accumulators): Σ mix · decayed value
     neg_rates: npt.NDArray[np.float64]
-    means: tuple[_Slot, ...]
+    means: tuple[_Slot, ...]  # blended means (several window components)
     recencies: tuple[tuple[int, float], ...]  # (feature, value when never seen)
+    simple_means: tuple[tuple[int, int, int], ...] = ()  # (feature, sum, count) of one component
 
     @classmethod
     def from_spec(cls, spec: FeatureSpec) -> FoldPlan:
@@ -192,7 +193,9 @@ class FoldPlan:
                    # no decay as the smallest rate there is: exp(-5e-324 · age) is 1.0 for any
                    # age below 1e292 s, and a never-fed accumulator's infinite age gives 0, not NaN
                    -np.maximum(np.asarray(rates, dtype=np.float64), 5e-324),
-                   tuple(s for s in slots if s.aggregate == "mean"), recencies)
+                   tuple(s for s in slots if s.aggregate == "mean" and len(s.sums) > 1), recencies,
+                   tuple((s.feature, s.sums[0], s.counts[0]) for s in slots
+                         if s.aggregate == "mean" and len(s.sums) == 1))
 
     @property
     def spec_id(self) -> str:
@@ -428,17 +431,18 @@ class FoldState:
         for feature, never in plan.recencies:
             last = self.last[feature]
             out[feature] = never if last == -math.inf else (at - last) / SECONDS_PER_DAY
+        values = self.values
+        for feature, total, count in plan.simple_means:
+            # Sum and count share one anchor, so the decay cancels: exact even when
+            # both would underflow at ``at`` (a user away for 1,000+ half-lives).
+            base = values[count]
+            out[feature] = values[total] / base if base > 0.0 else 0.0
         for slot in plan.means:
             out[slot.feature] = self._mean(slot, decayed)
         return out
 
     def _mean(self, slot: _Slot, decayed: npt.NDArray[np.float64]) -> float:
-        """A mean feature from its decayed sums and counts."""
-        if len(slot.sums) == 1:
-            # Sum and count share one anchor, so the decay cancels: exact even when
-            # both would underflow at ``at`` (a user away for 1,000+ half-lives).
-            base = self.values[slot.counts[0]]
-            return self.values[slot.sums[0]] / base if base > 0.0 else 0.0
+        """A blended mean feature from its decayed sums and counts."""
         mixes = self.plan.mixes
         total = sum(mixes[i] * decayed[i] for i in slot.sums)
         count = sum(mixes[i] * decayed[i] for i in slot.counts)
