@@ -22,8 +22,10 @@ from ._machine import load_average, machine_info, machine_tag
 from ._measure import RunConfig, SuiteResult
 from ._report import suite_json, write_charts, write_json, write_markdown
 
-SUITES = ("assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway")
-OPT_IN = ("dask_scale",)  # run only when named in --only (slow, needs the dask extra)
+SUITES = ("assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway", "forget")
+# Run only when named in --only: slow; dask_scale needs the dask extra; dynamic_shift and
+# poisoning are figures of merit (distances, displacements), not timings.
+OPT_IN = ("dask_scale", "dynamic_shift", "poisoning")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -66,8 +66,8 @@ from threadpoolctl import threadpool_limits
 from edgepersona.sdk import Feature, FeatureSpec, Manifest
 from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 from edgepersona.trainer.privacy.dp_kmeans import DPKMeans
-from edgepersona.trainer.privacy.ledger import gaussian_mu
 from edgepersona.trainer.release.refit import PersonaAggregates, RefitPrivacy, noisy_aggregates
 from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
@@ -332,7 +332,9 @@ def refit_scores(canary: RefitCanary, released: PersonaAggregates) -> Scores:
     mass = max(count, 1.0)  # noisy_aggregates releases sums as clipped means times this
     mean = released.sums[j] / mass
     gap = np.linalg.norm((mean - canary.contribution) * np.asarray(params.scale))
-    centred = _projection(released.sums[j] - mass * middle, canary.contribution, middle)
+    scale = np.asarray(params.scale)  # the sums are noised in the standardised space
+    centred = _projection((released.sums[j] - mass * middle) * scale, canary.contribution * scale,
+                          middle * scale)
     return {"nearest": -float(gap), "cell": count + float(centred)}  # equal budget halves
 
 

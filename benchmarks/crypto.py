@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from edgepersona.sdk import Contribution, PersonaRuntime, Sealer, SealSuite
 from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
 from edgepersona.sdk.protocol.envelope import Opener, generate_collector_keypair
-from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 from ._fixtures import bench_bundle
 from ._measure import Call, RunConfig, SuiteResult, time_interleaved

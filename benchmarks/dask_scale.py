@@ -64,7 +64,8 @@ def _fit(data: Any, seed: int) -> Any:
     """The trainer suite's like-for-like fit."""
     from edgepersona.trainer.engines.kmeans import PersonaKMeans
 
-    return PersonaKMeans(spec16(), n_clusters=K, n_init=1, stability_rounds=0, seed=seed).fit(data)
+    return PersonaKMeans(spec=spec16(), n_clusters=K, n_init=1, stability_rounds=0,
+                         random_state=seed).fit(data)
 
 
 def _rss_mib() -> float:

@@ -55,7 +55,13 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import Contribution, Sealer, day_bucket
-from edgepersona.trainer.collector import AggregateStore, BundleShelf, encode_batch, open_store
+from edgepersona.trainer.collector import (
+    AggregateStore,
+    BundleShelf,
+    encode_batch,
+    nearest_personas,
+    open_store,
+)
 from edgepersona.trainer.release.export import zip_bundle
 from edgepersona.trainer.release.keys import generate_collector_key
 
@@ -65,7 +71,8 @@ from ._measure import RunConfig
 __all__ = ["LoadPlan", "ServeProcess", "main", "run_load"]
 
 APP_ID = "load.edgepersona"
-DEVICES = 1_000  # distinct pseudonyms; contribution i is device i % DEVICES, sequence i // DEVICES + 1
+PER_DEVICE = 4  # contribution i is device i // PER_DEVICE, sequence i % PER_DEVICE + 1: within the
+#                collector's default per-pseudonym daily quota, as honest devices are
 VARIANTS = 97  # distinct (persona, features) pairs cycled through
 REPLAY_EVERY = 50  # batches; one in this many also re-sends an acknowledged contribution
 RSS_FLAT_MIB = 16.0  # growth tolerated as flat, MiB (or RSS_FLAT_FRACTION, whichever is larger)
@@ -203,15 +210,14 @@ class LoadPlan:
 
     Attributes:
         version: The model version contributions claim.
-        personas: (variant → persona index) for the ``VARIANTS`` variants.
+        personas: (variant → persona index) for the ``VARIANTS`` variants: the
+            persona the bundle assigns to the variant's features (the collector checks).
         features: (variant → features), multiples of 1/4 inside the model's bounds.
-        pseudonyms: One sync pseudonym per simulated device.
     """
 
     version: int
     personas: tuple[int, ...]
     features: tuple[tuple[float, ...], ...]
-    pseudonyms: tuple[str, ...]
 
     @classmethod
     def for_bundles(cls, bundles: Path, seed: int = 20_250_101) -> LoadPlan:
@@ -227,15 +233,17 @@ class LoadPlan:
                 value = math.floor((low + rng.uniform() * (high - low)) * 4) / 4
                 row.append(min(max(value, math.ceil(low * 4) / 4), high))
             features.append(tuple(row))
-        personas = tuple(int(p) for p in rng.integers(0, shape.personas, VARIANTS))
-        pseudonyms = tuple(hashlib.sha256(f"load-device-{d}".encode()).hexdigest() for d in range(DEVICES))
-        return cls(latest.version, personas, tuple(features), pseudonyms)
+        if shape.assigner is None:
+            raise RuntimeError(f"{bundles}: the latest bundle declares no assigner")
+        personas = tuple(min(nearest_personas(shape.assigner, row)) for row in features)
+        return cls(latest.version, personas, tuple(features))
 
     def contribution(self, index: int, day: int) -> Contribution:
         """Contribution ``index`` for a day bucket."""
         variant = index % VARIANTS
-        return Contribution(pseudonym=self.pseudonyms[index % DEVICES], pseudonym_epoch=1,
-                            sequence=index // DEVICES + 1, day_bucket=day, model_version=self.version,
+        device = hashlib.sha256(f"load-device-{index // PER_DEVICE}".encode()).hexdigest()
+        return Contribution(pseudonym=device, pseudonym_epoch=1,
+                            sequence=index % PER_DEVICE + 1, day_bucket=day, model_version=self.version,
                             persona_index=self.personas[variant], features=self.features[variant])
 
 

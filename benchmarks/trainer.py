@@ -44,7 +44,7 @@ def _sklearn_fit(rows: F64, seed: int) -> Any:
 def _persona_fit(spec: FeatureSpec, rows: F64, seed: int, n_init: int | None) -> PersonaKMeans:
     """PersonaKMeans at fixed k, no stability rounds; ``None`` keeps the default n_init."""
     extra = {} if n_init is None else {"n_init": n_init}
-    return PersonaKMeans(spec, n_clusters=K, stability_rounds=0, seed=seed, **extra).fit(rows)
+    return PersonaKMeans(spec=spec, n_clusters=K, stability_rounds=0, random_state=seed, **extra).fit(rows)
 
 
 def _timed(fit: Callable[[], Any]) -> tuple[int, Any]:
@@ -60,7 +60,7 @@ def run(cfg: RunConfig) -> SuiteResult:
     spec = spec16()
     sizes = cfg.pick([(10_000, 1)], [(10_000, 7), (100_000, 5), (1_000_000, 3)])
     series: list[dict[str, Any]] = []
-    default_n_init = PersonaKMeans(spec).n_init
+    default_n_init = PersonaKMeans(spec=spec).n_init
     seed = cfg.seed
     for users, repeats in sizes:
         rows = user_rows(spec, users, seed + users)

@@ -32,7 +32,8 @@ with atheris.instrument_imports(include=["edgepersona"]):
     from edgepersona.sdk.protocol.assign import load_assigner, refuse_external_data
     from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
     from edgepersona.sdk.protocol.rotation import ROTATION_CONTEXT, build_rotation_statement
-    from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
+    from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile, sign
+    from edgepersona.sdk.protocol.trust import TrustedKeys
 
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
 FILES = {path.name: path.read_bytes() for path in REFERENCE.iterdir() if path.is_file()}

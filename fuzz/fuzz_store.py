@@ -34,8 +34,7 @@ with atheris.instrument_imports(include=["edgepersona"]):
         PersonaError,
         load_spec_json,
     )
-    from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
-    from edgepersona.sdk.protocol.signing import TrustedKeys
+    from edgepersona.sdk.protocol.trust import TrustedKeys, dump_trust, load_trust
 
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
 SPEC_TEXT = json.dumps(json.loads((REFERENCE / "manifest.json").read_bytes())["spec"])

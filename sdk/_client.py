@@ -21,6 +21,7 @@ serialises state changes, assignment of a cached state is done under it too.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import threading
@@ -35,21 +36,23 @@ from edgepersona.sdk._keystore import KeyProvider
 from edgepersona.sdk._pseudonym import Pseudonym, PseudonymDomain, Pseudonymizer
 from edgepersona.sdk._runtime import Assignment, BundleInput, KeyInput, PersonaRuntime
 from edgepersona.sdk._store import EncryptedStore
+from edgepersona.sdk._sync_queue import drop_queued
 from edgepersona.sdk.errors import InputError, StoreCorruptError
 from edgepersona.sdk.protocol.assign import model_space
+from edgepersona.sdk.protocol.event_rules import TimeInput, unix_seconds as _seconds
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
-from edgepersona.sdk.protocol.rotation import dump_trust, load_trust
+from edgepersona.sdk.protocol.trust import dump_trust, load_trust
 
 __all__ = ["ClientOptions", "PersonaClient", "TimeInput", "TrackedEvent"]
 
-TimeInput = float | int | str | datetime
-"""A moment: unix seconds, an ISO 8601 string or a datetime (naive means UTC, as the CLI)."""
 
 _GLOBAL = EncryptedStore.GLOBAL
 _STATE = "fold_state"
 _TRUSTED = "trusted_version"
 _KEYS = "trusted_keys"
 _SECRET = "pseudonym_secret"  # noqa: S105 - a record name, not a secret
+_SALT = "pseudonym_salt"  # a subject's own salt: forgetting it makes the subject's next pseudonyms new
+_SALT_BYTES = 16  # bytes
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class PersonaClient:
         self._clock = clock
         self._lock = threading.RLock()
         self._cache: OrderedDict[str, FoldState] = OrderedDict()
+        self._unsalted: set[str] = set()  # subjects with no committed state yet
         self._ignored = 0
 
     @classmethod
@@ -117,7 +121,8 @@ class PersonaClient:
 
         Args:
             bundle: the bundle to run (folder, ``.zip``, bytes or mapping).
-            trusted_keys: public keys accepted as bundle signers. After a key
+            trusted_keys: public keys accepted as bundle signers (bytes, or paths
+                of key files or key folders, as for ``PersonaRuntime.open``). After a key
                 rotation (:meth:`rotate_key`) the store's rotated keys are
                 trusted too, and a key a rotation revoked is not, even if
                 listed here.
@@ -189,7 +194,7 @@ class PersonaClient:
             True if a feature used the event; False if no feature uses its name.
 
         Raises:
-            InputError: bad types, NaN/inf, a number beyond ±1e15, a string
+            InputError: bad types, NaN/inf, a number beyond ±1e200, a string
                 property over 256 characters, a time too far in the future, or an
                 unknown event with ``unknown_events="reject"``; nothing changed.
             StoreError: the state could not be committed; nothing changed.
@@ -229,14 +234,21 @@ class PersonaClient:
                     folded = state.fold(name, when, props)
                     used, ignored = used + folded, ignored + (not folded)
                     touched[subject] = state
-                self._store.put_many((s, _STATE, st.to_bytes()) for s, st in touched.items())
+                self._store.put_many([(s, _STATE, st.to_bytes()) for s, st in touched.items()]
+                                     + self._new_salts(touched))
             except BaseException:
                 for subject in touched:  # uncommitted: reload the committed state next time
                     self._cache.pop(subject, None)
                 raise
             self._ignored += ignored
+            self._unsalted.difference_update(touched)
             self._trim_cache(touched)
             return used
+
+    def _new_salts(self, subjects: Iterable[str]) -> list[tuple[str, str, bytes]]:
+        """A random pseudonym salt for each subject whose first state is about to be written."""
+        return [(s, _SALT, secrets.token_bytes(_SALT_BYTES)) for s in subjects
+                if s in self._unsalted and self._store.get(s, _SALT) is None]
 
     def _when(self, at: TimeInput | None, now: float) -> float:
         """The event time in unix seconds, refusing times too far ahead of the clock."""
@@ -253,7 +265,8 @@ class PersonaClient:
         for subject in recent:
             self._cache.move_to_end(subject)
         while len(self._cache) > self._options.cache_subjects:
-            self._cache.popitem(last=False)
+            evicted, _state = self._cache.popitem(last=False)
+            self._unsalted.discard(evicted)  # its next load from the store decides again
 
     def features(self, *, subject: str = "me", at: TimeInput | None = None) -> list[float]:
         """The subject's raw feature vector (what ``assign`` feeds the model).
@@ -283,6 +296,8 @@ class PersonaClient:
         state = self._cache.get(subject)
         if state is None or state.plan is not plan:
             raw = self._store.get(subject, _STATE)
+            if raw is None:
+                self._unsalted.add(subject)
             state = (FoldState.from_bytes(plan, raw) if raw is not None else None) or plan.new_state()
             self._cache[subject] = state
         return state
@@ -396,8 +411,28 @@ class PersonaClient:
         Returns:
             The pseudonym with its key id and epoch.
         """
-        return self._pseudonyms.pseudonym(subject, domain=domain,
-                                          at=self._clock() if at is None else _seconds(at))
+        return self._subject_pseudonyms(subject).pseudonym(
+            subject, domain=domain, at=self._clock() if at is None else _seconds(at))
+
+    def _subject_pseudonyms(self, subject: str) -> Pseudonymizer:
+        """The subject's pseudonymizer, keyed by its own salt (made on first use)."""
+        if not isinstance(subject, str):
+            raise TypeError(f"subject must be a str, got {type(subject).__name__}")
+        if not subject:
+            raise InputError("subject must be a non-empty string")
+        with self._lock:
+            salt = self._store.get(subject, _SALT)
+            if salt is None:
+                if self._store.get(subject, _STATE) is not None:
+                    return self._pseudonyms  # state written before salts: its pseudonyms stay
+                salt = secrets.token_bytes(_SALT_BYTES)
+                self._store.put(subject, _SALT, salt)
+            return self._pseudonyms.salted(salt)
+
+    def _queue_tag(self, subject: str) -> bytes:
+        """A keyed tag of the subject's queued sync envelopes, so forget() can drop them."""
+        secret = self._subject_pseudonyms(subject).export_secret()
+        return hmac.digest(secret, b"edgepersona/sync-queue-tag\x00" + subject.encode(), "sha256")[:16]
 
     def subjects(self) -> list[str]:
         """Subjects with stored state.
@@ -408,7 +443,11 @@ class PersonaClient:
         return self._store.subjects()
 
     def forget(self, subject: str) -> bool:
-        """Erase a subject irreversibly (crypto-shredding; see the store's notes).
+        """Erase a subject irreversibly (crypto-shredding and scrubbing; see the store's notes).
+
+        Its salt goes too, so if the subject comes back its local and sync
+        pseudonyms are new and cannot be linked to the old ones; its sync
+        envelopes still queued are dropped (counted in ``dropped``).
 
         Args:
             subject: whose state to erase.
@@ -418,6 +457,9 @@ class PersonaClient:
         """
         with self._lock:
             self._cache.pop(subject, None)
+            known = any(self._store.get(subject, name) is not None for name in (_SALT, _STATE))
+            if known:  # its queued envelopes go first, so the scrub covers their old pages
+                drop_queued(self._store, self._queue_tag(subject))
             return self._store.forget(subject)
 
     def close(self) -> None:
@@ -431,23 +473,6 @@ class PersonaClient:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _seconds(at: object) -> float:
-    """Unix seconds from a number, an ISO 8601 string or a datetime (naive means UTC)."""
-    if isinstance(at, int | float) and not isinstance(at, bool):
-        return at  # checked (finite, >= 0) where it is used
-    moment = at
-    if isinstance(at, str):
-        try:
-            moment = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise InputError(f"time {at!r} is not ISO 8601 (e.g. '2026-12-04T17:00:00Z');"
-                             " pass unix seconds, an ISO 8601 string or a datetime") from None
-    if not isinstance(moment, datetime):
-        raise InputError(f"time must be unix seconds, an ISO 8601 string or a datetime,"
-                         f" got {type(at).__name__}")
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _utc(seconds: float) -> datetime:

@@ -55,8 +55,17 @@ def _typical(manifest: Manifest, index: int) -> npt.NDArray[np.float64]:
 
 
 def _fmt(value: float) -> str:
-    """A compact human number."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    """A number as a person writes it: float dust (-1.42e-14) is 0, no exponents."""
+    magnitude = abs(value)
+    if not math.isfinite(value):
+        return "n/a"
+    if magnitude < 0.005:
+        return "0"
+    if magnitude < 1:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    if magnitude < 10:
+        return f"{value:.1f}".removesuffix(".0")
+    return f"{value:,.0f}"
 
 
 def explain_margin(manifest: Manifest, row: npt.NDArray[np.float64], chosen: int, runner_up: int,
@@ -90,9 +99,10 @@ def explain_margin(manifest: Manifest, row: npt.NDArray[np.float64], chosen: int
             break
         feature = manifest.spec.features[j]
         share = float(terms[j] / margin) if margin > 0 and math.isfinite(margin) else 0.0
-        sentence = (f"{feature.display_label()} of {_fmt(clipped[j])} is closer to"
-                    f" '{names[0]}' (typically {_fmt(typical_a[j])}) than to"
-                    f" '{names[1]}' (typically {_fmt(typical_b[j])})")
+        label = feature.display_label()
+        sentence = (f"{label[:1].upper()}{label[1:]} of {_fmt(clipped[j])} is closer to"
+                    f" {names[0]} (typically {_fmt(typical_a[j])}) than to"
+                    f" {names[1]} (typically {_fmt(typical_b[j])})")
         reasons.append(Reason(feature.name, share, float(clipped[j]), float(typical_a[j]),
                               float(typical_b[j]), sentence))
     return tuple(reasons)

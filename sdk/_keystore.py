@@ -126,6 +126,11 @@ class FileKeyProvider:
         self._path = Path(path)
         self._next = self._path.with_name(self._path.name + ".next")
 
+    @property
+    def path(self) -> Path:
+        """The key file (a rotation's pending key sits beside it, with ``.next`` appended)."""
+        return self._path
+
     def load_keys(self) -> list[bytes]:
         """Read the current and any pending key; shredded or torn files are skipped.
 

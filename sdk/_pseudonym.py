@@ -15,7 +15,9 @@ Construction (version 1; other SDKs must reproduce it byte for byte)::
     value             = HMAC(K(domain, epoch), enc(LABEL, "id", domain, utf8(raw_id)))
 
 with ``HMAC = HMAC-SHA256``, ``LABEL = "edgepersona/pseudonym/v1"``, all text
-UTF-8 and integers big-endian. ``value`` and ``key_id`` are rendered as
+UTF-8 and integers big-endian. A per-subject salt (see :meth:`Pseudonymizer.salted`)
+replaces the secret by ``HMAC(secret, enc(LABEL, "subject-salt", salt))`` and
+otherwise changes nothing. ``value`` and ``key_id`` are rendered as
 lowercase hex (32 and 8 bytes). Length-prefixing makes every input
 unambiguous: ``("ab", "c")`` and ``("a", "bc")`` encode differently.
 
@@ -25,6 +27,9 @@ Properties:
   the collector) pseudonyms of the same id are unlinkable without the secret;
 * **rotation**: a new epoch (default every 30 days) derives a new key, so
   pseudonyms of different epochs are unlinkable too;
+* **a fresh start**: a device that forgets a subject drops its salt, and the
+  subject's next salt is random, so its pseudonyms before and after cannot be
+  linked, by the collector or by anything left on the device;
 * each :class:`Pseudonym` carries the key id, the epoch and the domain, so a
   receiver only compares pseudonyms that are comparable.
 
@@ -62,6 +67,7 @@ _DOMAINS: Final = frozenset(get_args(PseudonymDomain))
 _LABEL: Final = b"edgepersona/pseudonym/v1"
 _SECRET_BYTES: Final = 32  # bytes
 _KEY_ID_BYTES: Final = 8  # bytes
+_MIN_SALT_BYTES: Final = 16  # bytes, a subject's salt
 _MAX_CACHED_KEYS: Final = 16  # keyed (domain, epoch) HMAC states kept in memory
 
 
@@ -238,6 +244,31 @@ class Pseudonymizer:
         mac.update(struct.pack(">I", len(id_bytes)) + id_bytes)
         value = mac.hexdigest()
         return Pseudonym(value=value, key_id=self._key_id, epoch=epoch, domain=domain)
+
+    def salted(self, salt: bytes) -> Pseudonymizer:
+        """Return the pseudonymizer of one subject's generation, keyed by its own salt.
+
+        A device keeps a random salt per subject and drops it when the subject
+        is forgotten; the subject's next salt is new, so nothing links its
+        pseudonyms before and after (without the old salt, not even this secret).
+
+        Args:
+            salt: at least 16 random bytes, kept with the subject's state.
+
+        Returns:
+            A pseudonymizer over ``HMAC(secret, enc(LABEL, "subject-salt", salt))``,
+            with the same epoch period.
+
+        Raises:
+            TypeError: ``salt`` is not bytes.
+            InputError: ``salt`` is shorter than 16 bytes.
+        """
+        if not isinstance(salt, bytes):
+            raise TypeError(f"salt must be bytes, got {type(salt).__name__}")
+        if len(salt) < _MIN_SALT_BYTES:
+            raise InputError(f"a subject salt must be at least {_MIN_SALT_BYTES} bytes, got {len(salt)}")
+        secret = _hmac_sha256(self._secret, _encode_fields(_LABEL, b"subject-salt", salt))
+        return Pseudonymizer(secret, period_s=self._period_s)
 
     def export_secret(self) -> bytes:
         """Return the secret so the app can persist it (encrypted store or keystore only).

@@ -18,8 +18,8 @@ from edgepersona.sdk.protocol.assign import Assigner, load_assigner
 from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
 from edgepersona.sdk.protocol.fold import FoldPlan
 from edgepersona.sdk.protocol.manifest import Manifest, PersonaCard
-from edgepersona.sdk.protocol.signing import TrustedKeys
 from edgepersona.sdk.protocol.spec import FeatureSpec
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 __all__ = ["Assignment", "PersonaRuntime"]
 
@@ -105,7 +105,8 @@ class PersonaRuntime:
 
         Args:
             bundle: a bundle directory, ``.zip`` path, archive bytes or name → bytes.
-            trusted_keys: public keys accepted as signers (PEM, raw or hex).
+            trusted_keys: public keys accepted as signers (PEM, raw or hex bytes), or
+                paths (``str``/``Path``) of key files or key folders.
             now: the current time for the expiry check (default: the system clock).
             min_version: refuse versions below this (the version the device trusts).
             backend: ``auto`` (onnxruntime when importable, else numpy),

@@ -16,15 +16,27 @@ Delivery is at-least-once and idempotent:
   ``duplicate``); a crash between the two re-sends them, and the collector
   counts each (pseudonym, sequence) once;
 * envelopes the collector refuses for good (stale, unknown model version,
-  invalid) are dropped and counted in ``rejected``; a transport failure keeps
-  everything and returns the delay before the next try: exponential backoff
-  with full jitter (``base · 2^failures``, capped, times a uniform random draw);
+  invalid) are dropped and counted in ``rejected``; those it answers ``retry``
+  (the admission token's quota is spent) stay queued, counted in ``deferred``;
+  a transport failure keeps everything; both return the delay before the next
+  try: exponential backoff with full jitter (``base · 2^failures``, capped,
+  times a uniform random draw);
 * the queue is bounded (``max_queue``): when full, the oldest envelope is
-  dropped and ``dropped`` counts it (the newest behaviour matters most).
+  dropped and ``dropped`` counts it (the newest behaviour matters most);
+* ``PersonaClient.forget`` drops the forgotten subject's queued envelopes
+  before it scrubs the store (each is queued with a keyed tag of its subject,
+  :func:`drop_queued`), so nothing of the subject is sent after it.
 
 Transports are an interface: :class:`HttpTransport` uses only the standard
 library; :class:`MemoryTransport` calls a function in-process (tests, or an
 app's own HTTP stack).
+
+Admission: a collector may require every sync request to carry a short-lived
+token from the app's own backend. Give :class:`SyncAgent` a ``token_provider``
+(a callable returning the current token, fetched and cached by the app) and it
+passes the token to the transport with each flush; :class:`HttpTransport` sends
+it as ``Authorization: Bearer <token>``. A refused or missing token is a
+transport failure: the envelopes stay queued and the flush backs off.
 """
 
 from __future__ import annotations
@@ -42,9 +54,10 @@ if TYPE_CHECKING:
     from edgepersona.sdk._client import PersonaClient
 
 from edgepersona.sdk._store import EncryptedStore
-from edgepersona.sdk.errors import InputError, RollbackError, StoreCorruptError, TransportError
+from edgepersona.sdk._sync_queue import UNKNOWN_TAG, load_queue, save_queue
+from edgepersona.sdk.errors import InputError, RollbackError, TransportError
 from edgepersona.sdk.protocol.envelope import Contribution, Sealer, day_bucket
-from edgepersona.sdk.protocol.framing import decode_batch, encode_batch
+from edgepersona.sdk.protocol.framing import encode_batch
 
 __all__ = [
     "HttpTransport",
@@ -56,16 +69,18 @@ __all__ = [
 ]
 
 _GLOBAL = EncryptedStore.GLOBAL
-_QUEUE = "sync_queue"
 _SEQUENCE = "sync_sequence"
-_COUNTERS = "sync_counters"
 
 
 class Transport(Protocol):
     """How the SDK talks to the collector; an app may plug its own HTTP stack."""
 
     def post_sync(self, body: bytes) -> list[str]:
-        """Send a batch body; return one status per envelope (accepted/duplicate/rejected)."""
+        """Send a batch body; return one status per envelope (accepted/duplicate/rejected).
+
+        A transport that supports admission also takes ``token=`` (keyword);
+        :class:`SyncAgent` passes it only when it has a token provider.
+        """
         ...
 
     def get_bundle(self, version: int | None) -> bytes:
@@ -103,12 +118,21 @@ class HttpTransport:
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             raise TransportError(f"collector unreachable: {exc}") from None
 
-    def post_sync(self, body: bytes) -> list[str]:
-        """POST a batch to ``/v1/sync``; parse the per-envelope statuses."""
+    def post_sync(self, body: bytes, *, token: str | None = None) -> list[str]:
+        """POST a batch to ``/v1/sync`` (with the admission token, if any); parse the statuses.
+
+        Raises:
+            TransportError: unreachable, 5xx, or 401 (admission token missing or refused).
+        """
+        headers = {"Content-Type": "application/octet-stream"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            f"{self._base}/v1/sync", data=body, method="POST",
-            headers={"Content-Type": "application/octet-stream"})
-        _status, reply = self._request(request)
+            f"{self._base}/v1/sync", data=body, method="POST", headers=headers)
+        status, reply = self._request(request)
+        if status == 401:
+            raise TransportError("the collector requires an admission token (HTTP 401); check the"
+                                 " token provider")
         return parse_sync_reply(reply)
 
     def get_bundle(self, version: int | None) -> bytes:
@@ -146,7 +170,8 @@ def parse_sync_reply(reply: bytes) -> list[str]:
     """Per-envelope statuses from the collector's JSON reply.
 
     Args:
-        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected", ...}, ...]}``;
+        reply: ``{"results": [{"status": "accepted" | "duplicate" | "rejected" | "retry", ...},
+            ...]}``;
             a whole-body refusal (``{"detail": ...}``) marks every envelope rejected.
 
     Returns:
@@ -173,8 +198,9 @@ class SyncReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    deferred: int = 0  # kept for a later flush (the collector said retry: admission quota spent)
     remaining: int = 0
-    retry_after: float | None = None  # seconds; set when the transport failed
+    retry_after: float | None = None  # seconds; set when the transport failed or some must retry
     errors: list[str] = field(default_factory=list)
 
 
@@ -186,7 +212,8 @@ class SyncAgent:
 
     def __init__(self, client: PersonaClient, sealer: Sealer, transport: Transport, *,
                  max_queue: int = 1000, batch_size: int = 100,
-                 backoff_seconds: tuple[float, float] = (1.0, 3600.0)) -> None:
+                 backoff_seconds: tuple[float, float] = (1.0, 3600.0),
+                 token_provider: Callable[[], str | None] | None = None) -> None:
         """Attach sync to a client.
 
         Args:
@@ -196,33 +223,32 @@ class SyncAgent:
             max_queue: the most envelopes kept; beyond it the oldest is dropped.
             batch_size: envelopes per request.
             backoff_seconds: (base, cap) of the retry delay in seconds.
+            token_provider: returns the admission token to send with each flush
+                (None: send none); may raise TransportError to back off.
+                Needs a transport whose ``post_sync`` takes ``token=``.
         """
         if max_queue < 1 or batch_size < 1:
             raise InputError("max_queue and batch_size must be >= 1")
         self._client, self._sealer, self._transport = client, sealer, transport
         self._max_queue, self._batch_size = max_queue, batch_size
         self._backoff = backoff_seconds
+        self._token_provider = token_provider
         self._failures = 0
         self._lock = threading.Lock()
         self._random = secrets.SystemRandom()
+        self._tags: dict[bytes, bytes] = {}  # queued envelope -> its subject's tag
 
     def _load(self) -> tuple[list[bytes], dict[str, int]]:
-        """The queued envelopes and the counters."""
-        store = self._client._store  # same package: the agent shares the client's store
-        raw, counters = store.get(_GLOBAL, _QUEUE), store.get(_GLOBAL, _COUNTERS)
-        try:
-            queue = decode_batch(raw) if raw else []
-            return queue, ({k: int(v) for k, v in json.loads(counters).items()} if counters else {})
-        except (InputError, ValueError, AttributeError):
-            raise StoreCorruptError("the sync queue record is unreadable; reset the store") from None
+        """The queued envelopes and the counters (their subject tags go to ``self._tags``)."""
+        queue, tags, counters = load_queue(self._client._store)  # the agent shares the store
+        self._tags = dict(zip(queue, tags, strict=True))
+        return queue, counters
 
     def _save_records(self, queue: list[bytes], counters: dict[str, int],
                       extra: tuple[tuple[str, bytes], ...] = ()) -> None:
-        """Write queue, counters and any extra global records in one transaction."""
-        records = [(_GLOBAL, _QUEUE, encode_batch(queue) if queue else b""),
-                   (_GLOBAL, _COUNTERS, json.dumps(counters, sort_keys=True).encode())]
-        records += [(_GLOBAL, name, value) for name, value in extra]
-        self._client._store.put_many(records)
+        """Write queue, its tags, counters and any extra global records in one transaction."""
+        tags = [self._tags.get(envelope, UNKNOWN_TAG) for envelope in queue]
+        save_queue(self._client._store, queue, tags, counters, extra)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -247,7 +273,8 @@ class SyncAgent:
             StoreError: the queue could not be written; nothing was queued.
         """
         snapshot = self._client._contribution_snapshot(subject, at)
-        with self._lock:
+        tag = self._client._queue_tag(subject)
+        with self._lock, self._client._lock:  # the client's lock: forget() edits the queue too
             queue, counters = self._load()
             raw_sequence = self._client._store.get(_GLOBAL, _SEQUENCE)
             sequence = int(raw_sequence.decode()) + 1 if raw_sequence else 1
@@ -256,7 +283,9 @@ class SyncAgent:
                 sequence=sequence, day_bucket=day_bucket(snapshot.at),
                 model_version=snapshot.model_version, persona_index=snapshot.persona_index,
                 features=snapshot.features)
-            queue.append(self._sealer.seal(contribution))
+            envelope = self._sealer.seal(contribution)
+            queue.append(envelope)
+            self._tags[envelope] = tag
             if len(queue) > self._max_queue:
                 dropped = len(queue) - self._max_queue
                 del queue[:dropped]
@@ -269,7 +298,7 @@ class SyncAgent:
 
         Returns:
             What happened; ``retry_after`` (seconds, jittered) is set after a
-            transport failure or a whole-body refusal.
+            transport failure, a whole-body refusal or envelopes to retry.
         """
         with self._lock:
             queue, _ = self._load()
@@ -278,7 +307,7 @@ class SyncAgent:
         if not batch:
             return report
         try:
-            statuses = self._transport.post_sync(encode_batch(batch))
+            statuses = self._post(encode_batch(batch))
             if len(statuses) != len(batch):
                 raise TransportError(f"collector answered {len(statuses)} statuses for"
                                      f" {len(batch)} envelopes")
@@ -290,12 +319,25 @@ class SyncAgent:
             return report
         self._failures = 0
         self._settle(batch, statuses, report)
+        if report.deferred:  # the admission token's quota is spent: wait, then send with a new one
+            self._failures += 1
+            report.retry_after = self._delay()
         return report
 
+    def _post(self, body: bytes) -> list[str]:
+        """Send a body, with the admission token when a provider is configured."""
+        if self._token_provider is None:
+            return self._transport.post_sync(body)
+        token = self._token_provider()
+        post_sync: Callable[..., list[str]] = self._transport.post_sync
+        return post_sync(body, token=token)
+
     def _settle(self, batch: list[bytes], statuses: list[str], report: SyncReport) -> None:
-        """Remove acknowledged and refused envelopes; count them."""
-        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)}
-        with self._lock:
+        """Remove acknowledged and refused envelopes; count them; keep those to retry."""
+        done = {envelope: status for envelope, status in zip(batch, statuses, strict=True)
+                if status != "retry"}
+        report.deferred = len(batch) - len(done)
+        with self._lock, self._client._lock:
             queue, counters = self._load()
             kept = [e for e in queue if e not in done]
             for status in done.values():

@@ -4,7 +4,9 @@
   trainer, the collector, benchmarks and fuzz build on public names only;
 * the device SDK never imports the trainer, and the protocol layer imports
   neither the device recipes nor the trainer;
-* no package file grows past 500 lines.
+* no package file grows past 500 lines;
+* no import cycle between the modules of the device SDK (sdk/), counting
+  imports inside functions too (a deferred import is still a circle).
 """
 
 from __future__ import annotations
@@ -98,6 +100,79 @@ def test_no_package_file_is_over_500_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for top in PACKAGES for p in (ROOT / top).rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _sdk_import_graph() -> dict[str, set[str]]:
+    """Module -> the sdk modules it imports (any import anywhere in the file, TYPE_CHECKING aside)."""
+    modules = {_module_name(p): p for p in sorted((ROOT / "sdk").rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                targets |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_import_cycle_inside_the_sdk() -> None:
+    graph = _sdk_import_graph()
+    assert graph["edgepersona.sdk.protocol.rotation"] >= {"edgepersona.sdk.protocol.signing"}
+    # A package root importing its own modules lazily (the _EXPORTS table) is not an edge here:
+    # importlib.import_module calls are not import statements.
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_circle_and_a_deferred_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+    graph = _sdk_import_graph()
+    graph["edgepersona.sdk.protocol.signing"].add("edgepersona.sdk.protocol.rotation")
+    assert _cycles(graph) == [["edgepersona.sdk.protocol.rotation", "edgepersona.sdk.protocol.signing"]]
 
 
 def test_public_tables_match_their_typing_mirror() -> None:

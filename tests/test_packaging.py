@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ("retail_events.csv.gz", "retail_spec.json", "wholesale_customers.csv")
+DATASETS = ("retail_events.csv.gz", "retail_spec.json", "wholesale_customers.csv",
+            "online_shoppers.csv.gz")
 SKIP_TOP_LEVEL = {"tests", "build", "dist", "benchmarks", "models"}
 
 

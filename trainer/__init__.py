@@ -54,6 +54,9 @@ if TYPE_CHECKING:
         PrivacyLedger as PrivacyLedger,
         read_ledger as read_ledger,
     )
+    from .privacy.ledger_audit import (
+        audit_releases as audit_releases,
+    )
     from .privacy.preview import (
         epsilon_sweep as epsilon_sweep,
     )
@@ -120,6 +123,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     'privacy.ledger': (
         'PrivacyLedger',
         'read_ledger',
+    ),
+    'privacy.ledger_audit': (
+        'audit_releases',
     ),
     'privacy.preview': (
         'epsilon_sweep',

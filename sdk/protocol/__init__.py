@@ -7,11 +7,13 @@ port to another language must match (``models/CONFORMANCE.md``)::
     fold        folding one event at a time into decayed feature state (device) and the
                 helpers the trainer's batch features share with it
     manifest    the signed manifest, its canonical bytes, persona cards
-    signing     Ed25519 signatures over the manifest, trusted key sets
-    rotation    signing-key rotation statements
+    signing     raw Ed25519 keys, key ids and detached signatures (hazardous)
+    rotation    signing-key rotation statements: their format and signatures
+    trust       the trusted key set: bundle signatures against it, rotating it, its record
     bundle      bundle verification (signature first, then files, expiry, rollback)
     assign      the assignment maths: onnxruntime and numpy assigners from a verified bundle
     envelope    sealing and opening sync contributions (HPKE)
+    payload     a contribution's plaintext layout and its strict decoder
     hpke        the raw HPKE primitives under ``envelope`` (hazardous: use ``envelope``)
     framing     the batch framing of ``POST /v1/sync`` bodies
 
@@ -50,14 +52,10 @@ if TYPE_CHECKING:
         verify_bundle as verify_bundle,
     )
     from .envelope import (
-        Contribution as Contribution,
         Opener as Opener,
         SealConfig as SealConfig,
         Sealer as Sealer,
         SealSuite as SealSuite,
-        day_bucket as day_bucket,
-        decode_payload as decode_payload,
-        encode_payload as encode_payload,
         generate_collector_keypair as generate_collector_keypair,
     )
     from .fold import (
@@ -90,19 +88,21 @@ if TYPE_CHECKING:
         canonical_json as canonical_json,
         parse_manifest as parse_manifest,
     )
+    from .payload import (
+        Contribution as Contribution,
+        day_bucket as day_bucket,
+        decode_payload as decode_payload,
+        encode_payload as encode_payload,
+    )
     from .rotation import (
         MAX_STATEMENT_BYTES as MAX_STATEMENT_BYTES,
         ROTATION_CONTEXT as ROTATION_CONTEXT,
         RotationStatement as RotationStatement,
-        apply_rotation as apply_rotation,
         build_rotation_statement as build_rotation_statement,
-        dump_trust as dump_trust,
-        load_trust as load_trust,
     )
     from .signing import (
         MANIFEST_CONTEXT as MANIFEST_CONTEXT,
         SignatureFile as SignatureFile,
-        TrustedKeys as TrustedKeys,
         key_id as key_id,
         load_public_key as load_public_key,
         sign as sign,
@@ -116,6 +116,12 @@ if TYPE_CHECKING:
         Window as Window,
         describe_validation_error as describe_validation_error,
         load_spec_json as load_spec_json,
+    )
+    from .trust import (
+        TrustedKeys as TrustedKeys,
+        apply_rotation as apply_rotation,
+        dump_trust as dump_trust,
+        load_trust as load_trust,
     )
 
 # The one table of public names: name -> the module that defines it (loaded on first use).
@@ -144,14 +150,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         'verify_bundle',
     ),
     'envelope': (
-        'Contribution',
         'Opener',
         'SealConfig',
         'SealSuite',
         'Sealer',
-        'day_bucket',
-        'decode_payload',
-        'encode_payload',
         'generate_collector_keypair',
     ),
     'fold': (
@@ -184,19 +186,21 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         'canonical_json',
         'parse_manifest',
     ),
+    'payload': (
+        'Contribution',
+        'day_bucket',
+        'decode_payload',
+        'encode_payload',
+    ),
     'rotation': (
         'MAX_STATEMENT_BYTES',
         'ROTATION_CONTEXT',
         'RotationStatement',
-        'apply_rotation',
         'build_rotation_statement',
-        'dump_trust',
-        'load_trust',
     ),
     'signing': (
         'MANIFEST_CONTEXT',
         'SignatureFile',
-        'TrustedKeys',
         'key_id',
         'load_public_key',
         'sign',
@@ -210,6 +214,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         'Window',
         'describe_validation_error',
         'load_spec_json',
+    ),
+    'trust': (
+        'TrustedKeys',
+        'apply_rotation',
+        'dump_trust',
+        'load_trust',
     ),
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Final
 
 import numpy as np
@@ -22,13 +23,17 @@ __all__ = [
     "MAX_PROPERTIES",
     "MAX_STRING_CHARS",
     "PropertyValue",
+    "TimeInput",
     "check_event",
     "distinct_key",
     "numeric_property",
+    "unix_seconds",
 ]
 
 PropertyValue = float | int | str | None
-MAX_MAGNITUDE: Final = 1e15  # largest |number| a sum or mean accepts
+TimeInput = float | int | str | datetime
+"""A moment: unix seconds, an ISO 8601 string or a datetime (naive means UTC, as the CLI)."""
+MAX_MAGNITUDE: Final = 1e200  # largest |number| accepted: ids up to any practical size, sums finite
 MAX_STRING_CHARS: Final = 256  # characters in one string property value
 MAX_PROPERTIES: Final = 64  # properties on one event
 _MAX_EVENT_CHARS: Final = 128  # as FeatureSpec's event names
@@ -129,3 +134,31 @@ def _check_property(key: str, item: object) -> PropertyValue:
         raise InputError(f"property {key!r} is {number:g}; numbers are limited to"
                          f" ±{MAX_MAGNITUDE:g} so sums stay finite (rescale the unit)")
     return number
+
+
+def unix_seconds(at: object) -> float:
+    """Unix seconds from a number, an ISO 8601 string or a datetime (naive means UTC).
+
+    Args:
+        at: unix seconds (returned as given; checked where used), an ISO 8601
+            string such as ``"2026-12-04T17:00:00Z"``, or a datetime.
+
+    Returns:
+        The moment in unix seconds.
+
+    Raises:
+        InputError: a string that is not ISO 8601, or another type.
+    """
+    if isinstance(at, int | float) and not isinstance(at, bool):
+        return at
+    moment = at
+    if isinstance(at, str):
+        try:
+            moment = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"time {at!r} is not ISO 8601 (e.g. '2026-12-04T17:00:00Z');"
+                             " pass unix seconds, an ISO 8601 string or a datetime") from None
+    if not isinstance(moment, datetime):
+        raise InputError(f"time must be unix seconds, an ISO 8601 string or a datetime,"
+                         f" got {type(at).__name__}")
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

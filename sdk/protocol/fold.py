@@ -28,12 +28,12 @@ Rules that keep the state finite (the device and the trainer's batch path apply
 the same ones):
 
 * a numeric value or property must be finite and at most ``MAX_MAGNITUDE``
-  (1e15) in absolute value, or the event is refused with :class:`InputError`
+  (1e200) in absolute value, or the event is refused with :class:`InputError`
   and nothing is written; a numeric *string* beyond it does not enter sums and
   means (like a non-numeric string). Every accumulator is then bounded by
-  1e15 times the number of events, far from overflow;
+  1e200 times the number of events, far from overflow;
 * a fold therefore cannot overflow: an update is ``value · scale + amount``
-  with ``scale <= 1`` and ``|amount| <= 1e15``, and a stored state with a
+  with ``scale <= 1`` and ``|amount| <= 1e200``, and a stored state with a
   non-finite number is refused as corrupt when it is read;
 * a string property value is at most ``MAX_STRING_CHARS`` (256) characters,
   an event name at most 128, a property name at most 64 and an event carries at
@@ -439,6 +439,45 @@ class FoldState:
             out[feature] = values[total] / base if base > 0.0 else 0.0
         for slot in plan.means:
             out[slot.feature] = self._mean(slot, decayed)
+        return out
+
+    def evaluate_reference(self, at: float) -> npt.NDArray[np.float64]:
+        """The feature vector computed feature by feature from the definitions (slow).
+
+        Each aggregate is summed from its accumulators, and each distinct feature
+        from its remembered times with ``math.fsum``, as the spec defines them. The
+        conformance kit records these values; :meth:`evaluate` agrees with them to
+        a relative 1e-12 (it keeps distinct sums incrementally and sums in another
+        order), which is what the kit's vectors allow.
+
+        Args:
+            at: reference time, unix seconds, not before the latest folded event.
+
+        Returns:
+            One float64 per feature, in spec order.
+
+        Raises:
+            InputError: ``at`` is not finite or is before the latest folded event.
+        """
+        out = self.evaluate(at)  # checks ``at``; recency and one-component means are exact
+        values, anchors, rates, mixes = self.values, self.anchors, self.plan.rates, self.plan.mixes
+        for slot in self.plan.slots:
+            feature, totals = self.plan.spec.features[slot.feature], [0.0, 0.0]
+            if slot.distinct >= 0 and feature.window.kind == "all_time":
+                out[slot.feature] = float(len(self.seen[slot.distinct]))
+            elif slot.distinct >= 0:
+                for mix, half in feature.window.components():  # left to right, as defined
+                    rate, times = decay_rate(half), self.seen[slot.distinct].values()
+                    totals[0] += mix * math.fsum(math.exp(-rate * (at - t)) for t in times)
+                out[slot.feature] = totals[0]
+            for which, indices in enumerate((slot.sums, slot.counts) if slot.distinct < 0 else ()):
+                for i in indices:
+                    if anchors[i] != -math.inf:
+                        totals[which] += mixes[i] * values[i] * math.exp(-rates[i] * (at - anchors[i]))
+            if slot.aggregate in ("sum", "count"):
+                out[slot.feature] = totals[0] if slot.aggregate == "sum" else totals[1]
+            elif slot.aggregate == "mean" and len(slot.sums) > 1:
+                out[slot.feature] = totals[0] / totals[1] if totals[1] > 0.0 else 0.0
         return out
 
     def _mean(self, slot: _Slot, decayed: npt.NDArray[np.float64]) -> float:

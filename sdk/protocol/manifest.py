@@ -11,17 +11,28 @@ import json
 import math
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from edgepersona.sdk.errors import SchemaError
-from edgepersona.sdk.protocol.spec import FeatureSpec, describe_validation_error
+from edgepersona.sdk.protocol.spec import FeatureSpec, describe_validation_error, omit_empty
 
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",
     "AssignerParams",
     "FileEntry",
+    "Lifecycle",
     "Manifest",
     "Metrics",
+    "OutcomeRate",
     "PersonaCard",
     "Privacy",
     "Trait",
@@ -45,7 +56,13 @@ class FileEntry(BaseModel):
 
 
 class Trait(BaseModel):
-    """One distinguishing trait of a persona, in raw units and as a sentence."""
+    """One distinguishing trait of a persona, in raw units and as a sentence.
+
+    ``value`` and ``population`` are the exact model features (means of the
+    clipped raw features); ``display_value`` and ``display_population`` are
+    what the sentence shows, in ``display_unit`` (e.g. "purchases in the last
+    90 days"), when the trainer had the raw events or table to compute them.
+    """
 
     model_config = _FROZEN
 
@@ -55,6 +72,43 @@ class Trait(BaseModel):
     population: float
     z: float
     sentence: str
+    display_value: float | None = None
+    display_population: float | None = None
+    display_unit: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out the display fields while unset (earlier readers see no change)."""
+        return omit_empty(handler(self), ("display_value", "display_population", "display_unit"))
+
+
+class Lifecycle(BaseModel):
+    """Where a persona's members stand: shares that are new, active, at risk and lapsed.
+
+    New: first seen within ``short_days``; active: last seen within
+    ``short_days``; at risk: last seen within ``period_days`` but not lately;
+    lapsed: not seen for ``period_days``.
+    """
+
+    model_config = _FROZEN
+
+    new: float = Field(ge=0.0, le=1.0)
+    active: float = Field(ge=0.0, le=1.0)
+    at_risk: float = Field(ge=0.0, le=1.0)
+    lapsed: float = Field(ge=0.0, le=1.0)
+    short_days: float = Field(gt=0)
+    period_days: float = Field(gt=0)
+
+
+class OutcomeRate(BaseModel):
+    """How often a persona's members reach an outcome, against the population."""
+
+    model_config = _FROZEN
+
+    name: str = Field(min_length=1, max_length=128)
+    rate: float = Field(ge=0.0, le=1.0)
+    population: float = Field(ge=0.0, le=1.0)
+    noised: bool = False
 
 
 class PersonaCard(BaseModel):
@@ -68,6 +122,13 @@ class PersonaCard(BaseModel):
     share: float = Field(ge=0.0, le=1.0)
     traits: tuple[Trait, ...]
     description: str
+    lifecycle: Lifecycle | None = None
+    outcome: OutcomeRate | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out lifecycle and outcome while unset (earlier readers see no change)."""
+        return omit_empty(handler(self), ("lifecycle", "outcome"))
 
 
 class AssignerParams(BaseModel):
@@ -115,7 +176,7 @@ class Privacy(BaseModel):
     delta: float | None = Field(default=None, ge=0, lt=1)
     mechanism: str | None = None
     k_min: int = Field(ge=1)
-    bounds_source: Literal["declared", "data", "mixed"]
+    bounds_source: Literal["declared", "coarse", "data", "mixed"]
     suppressed: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 

@@ -4,7 +4,7 @@ A device trusts a new signing key only through a *key rotation statement*
 signed by the key it retires (in the spirit of TUF's root rotation: trust
 moves forward only along signatures the device can already check). The
 trainer writes one with ``edgepersona keys rotate``; the device applies it
-with :meth:`TrustedKeys.rotate <edgepersona.sdk.protocol.signing.TrustedKeys.rotate>`
+with :meth:`TrustedKeys.rotate <edgepersona.sdk.protocol.trust.TrustedKeys.rotate>`
 (pure) or ``PersonaClient.rotate_key`` (which persists the result).
 
 Statement file (small JSON, a DSSE-like envelope; the payload is signed byte
@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal
 
@@ -57,31 +56,26 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgepersona.sdk.errors import (
-    BundleExpiredError,
     InputError,
     ModelIntegrityError,
-    RollbackError,
-    StoreCorruptError,
-    UntrustedKeyError,
 )
 from edgepersona.sdk.protocol.manifest import canonical_json
-from edgepersona.sdk.protocol.signing import SignatureFile, TrustedKeys, key_id, load_public_key, sign
+from edgepersona.sdk.protocol.signing import SignatureFile, key_id, sign
 
 __all__ = [
     "MAX_STATEMENT_BYTES",
     "ROTATION_CONTEXT",
     "RotationStatement",
-    "apply_rotation",
     "build_rotation_statement",
-    "dump_trust",
-    "load_trust",
+    "parse_statement_payload",
+    "read_statement",
+    "verify_statement_signature",
 ]
 
 ROTATION_CONTEXT = b"edgepersona/key-rotation/v1\x00"
 ROTATION_TYPE: Final = "edgepersona/key-rotation"
 MAX_STATEMENT_BYTES = 16 * 1024  # bytes
 _MAX_SIGNATURES = 4
-_MAX_TRUST_RECORD_BYTES = 64 * 1024  # bytes
 KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 RawKeyHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -144,57 +138,13 @@ def build_rotation_statement(old: Ed25519PrivateKey, new: Ed25519PrivateKey, *, 
     return json.dumps(body, indent=2, sort_keys=True).encode("ascii") + b"\n"
 
 
-def apply_rotation(trusted: TrustedKeys, statement: bytes, *, now: datetime) -> TrustedKeys:
-    """Verify a rotation statement against the trusted keys and return the rotated set.
-
-    Pure: ``trusted`` is not changed. Use ``TrustedKeys.rotate``; the order of
-    checks is in the module docstring.
-
-    Args:
-        trusted: the keys the device trusts now.
-        statement: the statement file's bytes.
-        now: the current time (timezone-aware).
-
-    Returns:
-        The rotated set.
-
-    Raises:
-        UntrustedKeyError: no currently trusted key signed the statement.
-        BundleExpiredError: the statement has expired.
-        RollbackError: its counter is not above the last applied rotation's.
-        ModelIntegrityError: anything else is wrong with it.
-        InputError: ``now`` is not timezone-aware or ``statement`` is not bytes.
-    """
-    if now.tzinfo is None:
-        raise InputError("`now` must be timezone-aware, e.g. datetime.now(UTC)")
-    payload, signatures = _parse_envelope(statement)
-    signers = _trusted_signers(trusted, signatures)
-    for signer in signers:
-        _verify(trusted.keys[signer], payload, signatures[signer])
-    parsed = _parse_payload(payload)
-    if parsed.counter <= trusted.rotation:
-        raise RollbackError(f"key rotation #{parsed.counter} is not newer than the applied"
-                            f" #{trusted.rotation}; nothing changed")
-    if parsed.old_key_id not in signers:
-        raise UntrustedKeyError(
-            f"key rotation statement retires key {parsed.old_key_id} but is not signed by it"
-            f" (signed by {', '.join(signers)}); a key can only retire itself")
-    if parsed.expires_at <= now:
-        raise BundleExpiredError(f"key rotation #{parsed.counter} expired at"
-                                 f" {parsed.expires_at.isoformat()}; ask for a fresh statement")
-    new_key = _new_key(trusted, parsed, payload, signatures)
-    kept = [key for kid, key in trusted.keys.items() if kid != parsed.old_key_id]
-    return TrustedKeys([*kept, new_key], revoked=trusted.revoked | {parsed.old_key_id},
-                       rotation=parsed.counter)
-
-
 def _malformed(what: str) -> ModelIntegrityError:
     """The one error for a statement that is not a well-formed envelope."""
     return ModelIntegrityError(f"key rotation statement is malformed ({what}); use the file"
                                " `edgepersona keys rotate` wrote, unmodified")
 
 
-def _parse_envelope(raw: bytes) -> tuple[bytes, dict[str, SignatureFile]]:
+def read_statement(raw: bytes) -> tuple[bytes, dict[str, SignatureFile]]:
     """The signed payload bytes and the signatures by key id; nothing inside is parsed."""
     if not isinstance(raw, bytes | bytearray):
         raise InputError(f"a key rotation statement must be bytes, got {type(raw).__name__}")
@@ -227,19 +177,7 @@ def _signature(entry: object) -> SignatureFile:
     return SignatureFile(kid, signature)
 
 
-def _trusted_signers(trusted: TrustedKeys, signatures: dict[str, SignatureFile]) -> list[str]:
-    """The signers the device trusts now; none is an error that names revoked signers."""
-    current = sorted(kid for kid in signatures if kid in trusted.ids)
-    if current:
-        return current
-    revoked = sorted(set(signatures) & trusted.revoked)
-    why = (f"by key {', '.join(revoked)}, which an earlier rotation revoked" if revoked
-           else f"only by {', '.join(sorted(signatures))}, none of them trusted")
-    raise UntrustedKeyError(f"key rotation statement is signed {why} (trusted:"
-                            f" {', '.join(trusted.ids)}); apply rotations in counter order")
-
-
-def _parse_payload(payload: bytes) -> RotationStatement:
+def parse_statement_payload(payload: bytes) -> RotationStatement:
     """Parse the verified payload; a signed but malformed one is still an integrity error."""
     try:
         return RotationStatement.model_validate_json(payload)
@@ -250,27 +188,7 @@ def _parse_payload(payload: bytes) -> RotationStatement:
                                   f" {first['msg']}") from None
 
 
-def _new_key(trusted: TrustedKeys, parsed: RotationStatement, payload: bytes,
-             signatures: dict[str, SignatureFile]) -> Ed25519PublicKey:
-    """Load the new key, refuse revoked or unrelated ones, check its proof of possession."""
-    try:
-        new_key = load_public_key(parsed.new_public_key)
-    except InputError:
-        raise ModelIntegrityError("key rotation statement names an invalid new key") from None
-    new_id = key_id(new_key)
-    if new_id == parsed.old_key_id or new_id in trusted.revoked:
-        raise ModelIntegrityError(f"key rotation #{parsed.counter} names key {new_id}, which is"
-                                  " the retired or a revoked key; refusing to trust it again")
-    strangers = sorted(set(signatures) - {parsed.old_key_id, new_id})
-    if strangers:
-        raise ModelIntegrityError(f"key rotation statement is also signed by unrelated keys"
-                                  f" {', '.join(strangers)}")
-    if new_id in signatures and new_id not in trusted.ids:  # a trusted one was verified already
-        _verify(new_key, payload, signatures[new_id])
-    return new_key
-
-
-def _verify(public: Ed25519PublicKey, payload: bytes, signature: SignatureFile) -> None:
+def verify_statement_signature(public: Ed25519PublicKey, payload: bytes, signature: SignatureFile) -> None:
     """Check one statement signature; the error names the key, never what differed."""
     try:
         public.verify(signature.signature, ROTATION_CONTEXT + payload)
@@ -278,55 +196,3 @@ def _verify(public: Ed25519PublicKey, payload: bytes, signature: SignatureFile) 
         raise ModelIntegrityError(
             f"key rotation statement signature by key {signature.key_id} does not verify; the"
             " statement was changed after signing") from None
-
-
-def dump_trust(trusted: TrustedKeys) -> bytes:
-    """Serialise a (rotated) trusted key set for the device's encrypted store.
-
-    Args:
-        trusted: the set.
-
-    Returns:
-        Small JSON: raw public keys, revoked ids and the rotation counter.
-    """
-    keys = {kid: key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-            for kid, key in trusted.keys.items()}
-    return canonical_json({"format": 1, "keys": keys, "revoked": sorted(trusted.revoked),
-                           "rotation": trusted.rotation})
-
-
-def load_trust(app_keys: Iterable[bytes | str | Ed25519PublicKey],
-               persisted: bytes | None) -> TrustedKeys:
-    """Combine the app's trusted keys with the set a rotation persisted.
-
-    The rule: with no persisted record the app's keys are the set; after a
-    rotation the set is the persisted keys plus the app's keys, minus every
-    key any persisted rotation revoked (an app still shipping a retired key
-    does not bring it back), with the persisted rotation counter.
-
-    Args:
-        app_keys: the keys the app passes (PEM, raw or hex).
-        persisted: the record :func:`dump_trust` wrote, or None.
-
-    Returns:
-        The trusted set.
-
-    Raises:
-        InputError: an app key cannot be loaded, or no key is left to trust.
-        StoreCorruptError: the persisted record is unreadable.
-    """
-    if persisted is None:
-        return TrustedKeys(app_keys)
-    try:
-        if len(persisted) > _MAX_TRUST_RECORD_BYTES:
-            raise ValueError("size")
-        body = json.loads(persisted)
-        stored = [Ed25519PublicKey.from_public_bytes(bytes.fromhex(v)) for v in body["keys"].values()]
-        revoked, rotation = body["revoked"], body["rotation"]
-        if (body["format"] != 1 or not isinstance(revoked, list)
-                or not all(isinstance(r, str) for r in revoked)
-                or type(rotation) is not int or not stored):
-            raise ValueError("shape")
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        raise StoreCorruptError("the trusted-keys record is unreadable; reset the store") from None
-    return TrustedKeys([*stored, *app_keys], revoked=revoked, rotation=rotation)

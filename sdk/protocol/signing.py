@@ -11,27 +11,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgepersona.sdk.errors import InputError, ModelIntegrityError, UntrustedKeyError
+from edgepersona.sdk.errors import InputError, ModelIntegrityError
 
 __all__ = [
     "MANIFEST_CONTEXT",
     "SignatureFile",
-    "TrustedKeys",
     "key_id",
     "load_public_key",
+    "read_public_keys",
     "sign",
 ]
 
 MANIFEST_CONTEXT = b"edgepersona/manifest/v1\x00"
 _MAX_SIGNATURE_FILE = 4096  # bytes
+_MAX_KEY_FILE = 16_384  # bytes; a PEM public key is about 113
+_PUBLIC_SUFFIX = ".pub.pem"
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -75,6 +76,52 @@ def load_public_key(data: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
         raise InputError(
             "expected an Ed25519 public key as PEM, 32 raw bytes or 64 hex characters;"
             " create one with `edgepersona keys generate`") from None
+
+
+def read_public_keys(path: str | os.PathLike[str]) -> list[Ed25519PublicKey]:
+    """Read the public key in a PEM file, or every Ed25519 ``*.pub.pem`` key in a folder.
+
+    A folder written by ``edgepersona keys generate`` works as it is; a collector
+    key (not Ed25519) in the same folder is skipped.
+
+    Args:
+        path: a key file or a key folder.
+
+    Returns:
+        The keys (at least one).
+
+    Raises:
+        InputError: the path does not exist, or holds no Ed25519 public key.
+    """
+    where = Path(path)
+    if where.is_dir():
+        keys = []
+        for file in sorted(where.glob(f"*{_PUBLIC_SUFFIX}")):
+            try:
+                keys.append(load_public_key(_read_key_file(file)))
+            except InputError:
+                continue
+        if not keys:
+            raise InputError(f"no Ed25519 public key (*{_PUBLIC_SUFFIX}) in the folder {where};"
+                             " pass the key file or the folder `edgepersona keys generate` wrote")
+        return keys
+    if not where.exists():
+        raise InputError(f"no public key file or key folder at {where}; pass the signing_key"
+                         f"{_PUBLIC_SUFFIX} that `edgepersona keys generate` wrote, or its folder")
+    data = _read_key_file(where)
+    try:
+        return [load_public_key(data)]
+    except InputError as problem:
+        raise InputError(f"{where}: {problem}") from None
+
+
+def _read_key_file(file: Path) -> bytes:
+    """A key file's bytes, refusing files far larger than any key (a wrong path)."""
+    with file.open("rb") as handle:
+        data = handle.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise InputError(f"{file} is larger than any public key file; is it the right path?")
+    return data
 
 
 def sign(private: Ed25519PrivateKey, context: bytes, message: bytes) -> SignatureFile:
@@ -136,103 +183,3 @@ class SignatureFile:
         if not isinstance(kid, str) or len(sig) != 64:
             raise problem
         return cls(kid, sig)
-
-
-class TrustedKeys:
-    """The set of public keys a device accepts bundle signatures from.
-
-    A set that went through key rotations (see :mod:`edgepersona.sdk.protocol.rotation`)
-    also remembers the ids of the keys it revoked, which it never trusts again,
-    and the counter of the last rotation it applied.
-    """
-
-    def __init__(self, keys: Iterable[bytes | str | Ed25519PublicKey], *,
-                 revoked: Iterable[str] = (), rotation: int = 0) -> None:
-        """Build the set.
-
-        Args:
-            keys: public keys (PEM, raw bytes, hex or key objects).
-            revoked: ids of keys that are never trusted, even when listed in ``keys``.
-            rotation: the counter of the last key rotation applied (0: none).
-
-        Raises:
-            InputError: a key cannot be loaded, or no key is left to trust.
-        """
-        loaded = [load_public_key(k) for k in keys]
-        self._revoked = frozenset(revoked)
-        self._rotation = rotation
-        self._keys: Mapping[str, Ed25519PublicKey] = {
-            key_id(k): k for k in loaded if key_id(k) not in self._revoked}
-        if not self._keys:
-            raise InputError("at least one trusted public key is required (--trusted-key)"
-                             + (" that a key rotation has not revoked" if loaded else ""))
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        """The trusted key ids, sorted."""
-        return tuple(sorted(self._keys))
-
-    @property
-    def keys(self) -> Mapping[str, Ed25519PublicKey]:
-        """The trusted public keys by key id (a copy)."""
-        return dict(self._keys)
-
-    @property
-    def revoked(self) -> frozenset[str]:
-        """Ids of the keys revoked by key rotations."""
-        return self._revoked
-
-    @property
-    def rotation(self) -> int:
-        """The counter of the last key rotation applied; 0 if none was."""
-        return self._rotation
-
-    def rotate(self, statement: bytes, *, now: datetime | None = None) -> TrustedKeys:
-        """Apply a key rotation statement signed by the key it retires.
-
-        Pure: this set is not changed. See :mod:`edgepersona.sdk.protocol.rotation`.
-
-        Args:
-            statement: the statement file written by ``edgepersona keys rotate``.
-            now: the current time (timezone-aware; default: the system clock).
-
-        Returns:
-            The new set: the retired key revoked, the new key trusted.
-
-        Raises:
-            UntrustedKeyError: the statement is not signed by a currently trusted key.
-            ModelIntegrityError: it is malformed, badly signed, expired
-                (BundleExpiredError), not newer than the last applied rotation
-                (RollbackError) or names a revoked key as the new one.
-        """
-        from edgepersona.sdk.protocol.rotation import apply_rotation  # _rotation builds on this module
-
-        return apply_rotation(self, statement, now=now or datetime.now(UTC))
-
-    def verify(self, context: bytes, message: bytes, signature: SignatureFile) -> None:
-        """Verify a detached signature against the trusted key it names.
-
-        Args:
-            context: the purpose tag the signer used.
-            message: the signed bytes.
-            signature: the detached signature.
-
-        Raises:
-            UntrustedKeyError: the signing key is not trusted or was revoked.
-            ModelIntegrityError: the signature does not verify.
-        """
-        public = self._keys.get(signature.key_id)
-        if public is None and signature.key_id in self._revoked:
-            raise UntrustedKeyError(
-                f"bundle is signed by key {signature.key_id}, which a key rotation revoked"
-                f" (trusted: {', '.join(self.ids)}); fetch a bundle signed by the current key")
-        if public is None:
-            raise UntrustedKeyError(
-                f"bundle is signed by key {signature.key_id}, which is not trusted"
-                f" (trusted: {', '.join(self.ids)}); pass its public key as a trusted key")
-        try:
-            public.verify(signature.signature, context + message)
-        except InvalidSignature:
-            raise ModelIntegrityError(
-                f"bundle signature does not verify against key {signature.key_id}; the manifest"
-                " was changed after signing or signed with another key") from None

@@ -37,7 +37,16 @@ import json
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from edgepersona.sdk.errors import SchemaError
 
@@ -50,6 +59,7 @@ __all__ = [
     "Window",
     "describe_validation_error",
     "load_spec_json",
+    "omit_empty",
 ]
 
 SPEC_SCHEMA_VERSION = 1
@@ -61,6 +71,23 @@ Transform = Literal["none", "log1p"]
 FeatureName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+_OPTIONAL_WHEN_EMPTY = ("unit", "period_days", "event_labels", "notes")
+
+
+def omit_empty(data: dict[str, object], names: tuple[str, ...]) -> dict[str, object]:
+    """Leave out optional fields added after schema version 1 while they are unset.
+
+    Specs and manifests that do not use them serialise exactly as before, so
+    earlier readers (and the committed conformance vectors) see the same bytes.
+
+    Args:
+        data: the serialised fields.
+        names: the later optional fields.
+
+    Returns:
+        The fields without those that are None or empty.
+    """
+    return {k: v for k, v in data.items() if k not in names or v not in (None, (), [], {})}
 
 
 class Window(BaseModel):
@@ -147,12 +174,16 @@ class Feature(BaseModel):
         window: the time window; ``recency_days`` requires ``all_time``.
         transform: ``none`` or ``log1p`` (applied after clipping).
         bounds: ``(low, high)`` in raw units; values are clipped to them.
-        bounds_source: ``declared`` by a person, or ``data`` when derived from
-            the training data (a privacy leak under differential privacy).
+        bounds_source: ``declared`` by a person; ``coarse`` when chosen from
+            noisy quantiles of the data and rounded outward to a coarse grid
+            (no individual's value shows through); ``data`` when taken from the
+            training data as is (a privacy leak under differential privacy).
         weight: clustering weight; weights are normalised to sum to 1.
         label: a short noun phrase for reports, e.g. ``"orders"``.
         high_name: how to call users high on this feature, e.g. ``"Frequent buyers"``.
         low_name: how to call users low on this feature, e.g. ``"Rare buyers"``.
+        unit: the unit of a sum or mean for reports, e.g. ``"£"`` or ``"items"``;
+            a unit of one to three symbol characters is written before the number.
     """
 
     model_config = _FROZEN
@@ -164,11 +195,12 @@ class Feature(BaseModel):
     window: Window = Window()
     transform: Transform = "none"
     bounds: tuple[float, float]
-    bounds_source: Literal["declared", "data"] = "declared"
+    bounds_source: Literal["declared", "coarse", "data"] = "declared"
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     label: str | None = Field(default=None, max_length=80)
     high_name: str | None = Field(default=None, max_length=60)
     low_name: str | None = Field(default=None, max_length=60)
+    unit: str | None = Field(default=None, min_length=1, max_length=24)
 
     @field_validator("bounds")
     @classmethod
@@ -192,6 +224,11 @@ class Feature(BaseModel):
             raise ValueError("transform 'log1p' needs bounds low > -1")
         return self
 
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out the later optional fields while unset."""
+        return omit_empty(handler(self), _OPTIONAL_WHEN_EMPTY)
+
     def display_label(self) -> str:
         """The label for reports, falling back to the name.
 
@@ -210,6 +247,11 @@ class FeatureSpec(BaseModel):
         distinct_cap: the most distinct values a distinct-count feature keeps.
         min_events: a subject with fewer folded events is "not yet determined".
         min_confidence: an assignment below this confidence is "not yet determined".
+        period_days: the window reports count events in ("1.4 purchases in the
+            last 90 days"); None lets reports pick the longest half-life.
+        event_labels: the vocabulary for event names in reports, e.g.
+            ``{"page_view": "page views"}`` (a plural noun phrase).
+        notes: why the spec looks as it does (what a suggestion dropped or derived).
     """
 
     model_config = _FROZEN
@@ -219,6 +261,10 @@ class FeatureSpec(BaseModel):
     distinct_cap: int = Field(default=256, ge=1, le=10_000)
     min_events: int = Field(default=1, ge=0)
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    period_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    event_labels: dict[str, Annotated[str, Field(min_length=1, max_length=60)]] = Field(
+        default_factory=dict, max_length=256)
+    notes: tuple[Annotated[str, Field(max_length=400)], ...] = Field(default=(), max_length=64)
 
     @model_validator(mode="after")
     def _unique_names(self) -> FeatureSpec:
@@ -228,6 +274,11 @@ class FeatureSpec(BaseModel):
         if duplicates:
             raise ValueError(f"feature names must be unique; repeated: {duplicates}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Serialise, leaving out the later optional fields while unset."""
+        return omit_empty(handler(self), _OPTIONAL_WHEN_EMPTY)
 
     @property
     def names(self) -> tuple[str, ...]:

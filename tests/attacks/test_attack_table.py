@@ -36,7 +36,7 @@ from edgepersona.sdk import (
     UntrustedKeyError,
 )
 
-from . import graphs
+from . import graphs, zips
 from .conftest import ACTIVE_VERSION, Device
 from .repository import (
     BundleRepository,
@@ -97,6 +97,35 @@ def _graph(edit: graphs.GraphEdit, location: str) -> Callable[[BundleRepository,
 def _endless(repo: BundleRepository, keys: Keys) -> Any:
     files = repo.release(NEXT)
     return {**files, "model.onnx": EndlessFile(files["model.onnx"])}
+
+
+def _zip(build: Callable[[Any], bytes]) -> Callable[[BundleRepository, Keys], Any]:
+    """The next release, served as an archive only one zip reader reads as signed."""
+    return lambda repo, keys: build(repo.release(NEXT))
+
+
+ZIP_ATTACKS: tuple[tuple[str, Callable[[Any], bytes]], ...] = (
+    ("zip-duplicate-model-unsigned-first", zips.duplicate("model.onnx", unsigned_first=True)),
+    ("zip-duplicate-model-unsigned-last", zips.duplicate("model.onnx", unsigned_first=False)),
+    ("zip-duplicate-manifest", zips.duplicate("manifest.json", unsigned_first=True)),
+    ("zip-case-twin", zips.case_twin),
+    ("zip-path-entry", zips.extra_entry("../model.onnx")),
+    ("zip-subfolder-entry", zips.extra_entry("sub/model.onnx")),
+    ("zip-backslash-entry", zips.extra_entry("sub\\model.onnx")),
+    ("zip-directory-entry", zips.extra_entry("cards/")),
+    ("zip-symlink-model", zips.SYMLINK),
+    ("zip-dos-directory-model", zips.DIRECTORY_ATTRIBUTE),
+    ("zip-unicode-path-field", zips.UNICODE_PATH),
+    ("zip-bzip2-model", zips.STORED_AS_BZIP2),
+    ("zip-encrypted-flag", zips.flagged(0x0001)),
+    ("zip-data-descriptor-flag", zips.flagged(0x0008)),
+    ("zip-nul-in-name", zips.nul_in_name),
+    ("zip-local-name-differs", zips.local_name_differs),
+    ("zip-prepended-bytes", zips.prepended),
+    ("zip-comment", zips.commented),
+    ("zip-appended-archive", zips.appended),
+    ("zip-central-record-overruns", zips.central_record_overruns),
+)
 
 
 def _mixed_manifest(repo: BundleRepository, keys: Keys) -> Any:
@@ -163,6 +192,8 @@ ATTACKS: tuple[Attack, ...] = (
            "does not match its manifest"),
     Attack("other-model-id", _release(edit=_other_model), ModelIntegrityError, "someone-else",
            at_open=False),  # PersonaClient.open does not pin the model id it trusted before
+    *(Attack(name, _zip(build), ModelIntegrityError, graph_never_loaded=True)
+      for name, build in ZIP_ATTACKS),
 )
 
 
@@ -226,6 +257,10 @@ def test_attack_is_rejected_and_the_trusted_state_does_not_move(
 
 def _check_side_effects(attack: Attack, bundle: Any, graphs_loaded: list[bytes]) -> None:
     """Row-specific checks: how far an endless file was read, whether onnxruntime saw the graph."""
+    if isinstance(bundle, bytes):  # an archive: neither graph it holds reached onnxruntime
+        assert zips.EVIL_MODEL not in graphs_loaded
+        assert len(graphs_loaded) == 1  # only the honest graph, opened before the attack
+        return
     if isinstance(bundle.get("model.onnx"), EndlessFile):
         declared = json.loads(bundle["manifest.json"])["files"]["model.onnx"]["size"]
         assert bundle["model.onnx"].furthest == declared + 1
@@ -240,6 +275,14 @@ def test_the_honest_next_release_is_accepted(device: Device, repository: BundleR
     assert client.update(repository.release(NEXT)) == NEXT
     client.close()
     assert device.persisted()[0] == str(NEXT).encode()
+
+
+def test_the_honest_next_release_is_accepted_as_an_archive(device: Device,
+                                                           repository: BundleRepository) -> None:
+    # The control of the zip rows: the trainer's archive layout verifies.
+    client = device.open(zips.honest(repository.release(ACTIVE_VERSION)))
+    assert client.update(zips.honest(repository.release(NEXT))) == NEXT
+    client.close()
 
 
 def test_attacks_in_sequence_on_one_device_leave_it_where_it_was(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgepersona.sdk import InputError
-from edgepersona.sdk.protocol.signing import TrustedKeys
+from edgepersona.sdk.protocol.trust import TrustedKeys
 from edgepersona.trainer.cli import main
 from edgepersona.trainer.cli._parser import build_parser
 from edgepersona.trainer.cli._rotate import keys_rotate

@@ -46,8 +46,9 @@ from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
 from edgepersona.sdk.protocol.envelope import Opener, generate_collector_keypair
 from edgepersona.sdk.protocol.fold import PropertyValue
 from edgepersona.sdk.protocol.manifest import Manifest, parse_manifest
-from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, sign
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, sign
 from edgepersona.sdk.protocol.spec import FeatureSpec
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
 T = TypeVar("T")
 DEADLINE_S = 10.0  # seconds one call may take before it counts as a hang

@@ -34,10 +34,9 @@ from edgepersona.sdk.protocol.rotation import (
     MAX_STATEMENT_BYTES,
     ROTATION_CONTEXT,
     build_rotation_statement,
-    dump_trust,
-    load_trust,
 )
-from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, key_id, sign
+from edgepersona.sdk.protocol.trust import TrustedKeys, dump_trust, load_trust
 
 from .conftest import Device, public_pem
 from .repository import BundleRepository

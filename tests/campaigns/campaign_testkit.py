@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 from edgepersona.sdk import Contribution
+from edgepersona.trainer.collector import BundleShelf, nearest_personas
 
 APP = "com.example.campaigns"  # the app id devices seal for
 CAMPAIGN_ENV = "EDGEPERSONA_CAMPAIGN"
@@ -207,16 +208,23 @@ def matching_count(observed: list[tuple[int, float]], low: int, high: int) -> in
     return None
 
 
-def dyadic_contributions(devices: int, per_device: int, *, days: Sequence[int], personas: int,
+def dyadic_contributions(devices: int, per_device: int, *, days: Sequence[int], bundles: Path,
                          seed: int) -> list[Contribution]:
     """Valid version-1 contributions whose features are multiples of 1/4 in 0..5 (exact sums).
 
     ``0..5`` lies inside every feature's model-space bounds of the test spec; the
-    day buckets take turns among ``days``.
+    day buckets take turns among ``days``; each persona is the one the bundle
+    served from ``bundles`` assigns to the features (the collector checks it).
     """
     rng = random.Random(seed)
-    return [Contribution(pseudonym=hashlib.sha256(f"campaign-device-{d}".encode()).hexdigest(),
-                         pseudonym_epoch=1, sequence=s, day_bucket=days[(d + s) % len(days)], model_version=1,
-                         persona_index=rng.randrange(personas),
-                         features=tuple(rng.randint(0, 20) / 4 for _ in range(6)))
-            for d in range(devices) for s in range(1, per_device + 1)]
+    assigner = BundleShelf(bundles).approved()[1].shape.assigner
+    assert assigner is not None
+    items = []
+    for d in range(devices):
+        for s in range(1, per_device + 1):
+            features = tuple(rng.randint(0, 20) / 4 for _ in range(6))
+            items.append(Contribution(
+                pseudonym=hashlib.sha256(f"campaign-device-{d}".encode()).hexdigest(), pseudonym_epoch=1,
+                sequence=s, day_bucket=days[(d + s) % len(days)], model_version=1,
+                persona_index=min(nearest_personas(assigner, features)), features=features))
+    return items

@@ -198,7 +198,7 @@ def test_the_collector_rejects_stale_and_future_day_buckets_for_good(
     sealer = Sealer(collector_files.public_path.read_bytes(), app_id=APP)
     offsets = {-3650: "stale_day_bucket", -7: "stale_day_bucket", -6: "accepted", 0: "accepted",
                1: "accepted", 2: "future_day_bucket", 3650: "future_day_bucket"}
-    items = dyadic_contributions(len(offsets), 1, days=[today], personas=4, seed=3)
+    items = dyadic_contributions(len(offsets), 1, days=[today], bundles=collector_files.bundles, seed=3)
     for item, (offset, expected) in zip(items, offsets.items(), strict=True):
         [outcome] = judge.ingest(sealer.seal(replace(item, day_bucket=today + offset))).outcomes
         assert outcome.value == expected, offset
@@ -234,7 +234,7 @@ def test_a_collector_clock_jumping_ahead_and_back_never_counts_a_replay_twice(
     clock = Clock()
     judge = collector(collector_files, aggregates, clock)
     sealer = Sealer(collector_files.public_path.read_bytes(), app_id=APP)
-    first, other = dyadic_contributions(2, 1, days=[day_bucket(T0)], personas=4, seed=1)
+    first, other = dyadic_contributions(2, 1, days=[day_bucket(T0)], bundles=collector_files.bundles, seed=1)
     envelope = sealer.seal(first)
     assert judge.ingest(envelope).outcomes[0].value == "accepted"
     clock.now = T0 + 10 * DAY  # a wrong NTP step forward...
@@ -253,7 +253,7 @@ def test_two_collectors_whose_clocks_straddle_midnight_never_count_a_replay_twic
     slow, fast = collector(collector_files, aggregates, behind), collector(collector_files, aggregates, ahead)
     sealer = Sealer(collector_files.public_path.read_bytes(), app_id=APP)
     oldest = day_bucket(behind()) - 6  # still accepted by the slow collector
-    old, other = dyadic_contributions(2, 1, days=[oldest], personas=4, seed=2)
+    old, other = dyadic_contributions(2, 1, days=[oldest], bundles=collector_files.bundles, seed=2)
     envelope = sealer.seal(old)
     assert slow.ingest(envelope).outcomes[0].value == "accepted"
     fast.ingest(sealer.seal(other))  # stale there; and the fast collector purged the day's keys

@@ -156,8 +156,9 @@ def test_killed_collector_counts_every_acknowledged_contribution_exactly_once(
         database: Database, collector_files: CollectorFiles, tmp_path: Path) -> None:
     rng, budget = random.Random(4242), Budget(KILLS, SECONDS)
     today = day_bucket(time.time())
-    items = dyadic_contributions(20, (KILLS * PER_KILL + 300) // 20, days=(today, today - 1), personas=4,
-                                 seed=17)
+    # three contributions per device: within the collector's default per-pseudonym daily quota
+    items = dyadic_contributions((KILLS * PER_KILL + 300) // 3, 3, days=(today, today - 1),
+                                 bundles=collector_files.bundles, seed=17)
     server = ServeProcess(db=database.url, collector_key=collector_files.key_folder,
                           bundles=collector_files.bundles, app_id=APP, log=tmp_path / "serve.log")
     sealer = Sealer(collector_files.public_path.read_bytes(), app_id=APP)
@@ -177,7 +178,7 @@ def test_killed_collector_counts_every_acknowledged_contribution_exactly_once(
                                                     c.aggregate.sumsq.tolist())
                   for c in store.daily_aggregates(1)}
         assert stored == exact_cells(items), "the aggregates are not the sums of the distinct contributions"
-        assert store.ledger_size() == len(items)
+        assert store.dedupe_size() == len(items)
     finally:
         store.close()
     assert all(s.count("accepted") <= 1 and all(a == "duplicate" for a in s[1:]) for s in answers.values())

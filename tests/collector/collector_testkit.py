@@ -11,8 +11,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgepersona.sdk import Contribution, day_bucket
-from edgepersona.trainer.collector import AggregateStore
+from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.trainer.collector import AggregateStore, nearest_personas
 
 with warnings.catch_warnings():
     # starlette >= 1.x prefers the httpx2 fork for its TestClient and warns (once, on import)
@@ -49,12 +52,40 @@ def pseudonym_of(device: int) -> str:
     return hashlib.sha256(f"device-{device}".encode()).hexdigest()
 
 
+# The test bundle's assigner parameters (every version shares them); set once per session by
+# conftest.py, so contributions can be made consistent with the bundle as a device makes them.
+ASSIGNER: list[AssignerParams] = []
+
+
+def features_of(persona: int) -> tuple[float, ...]:
+    """Model-space features at a persona's centroid: a device would assign exactly that persona."""
+    params = ASSIGNER[0]
+    centroid = np.asarray(params.centroids[persona]) / np.asarray(params.scale) + np.asarray(params.center)
+    return tuple(float(v) for v in np.clip(centroid, LOWER, UPPER))
+
+
+def persona_of(features: tuple[float, ...]) -> int:
+    """The persona a device with the test bundle assigns to model-space features (0 if misshapen)."""
+    if len(features) != len(ASSIGNER[0].center):
+        return 0
+    return min(nearest_personas(ASSIGNER[0], features))
+
+
 def contribution(**changes: Any) -> Contribution:
-    """A valid contribution for version 1 today; keyword arguments override fields."""
+    """A valid, consistent contribution for version 1 today; keyword arguments override fields.
+
+    Given a persona index of the test bundle but no features, the features are
+    that persona's centroid; given features but no persona index, the persona is
+    the one they lead to. Given both, both are taken as they are.
+    """
     fields: dict[str, Any] = {
         "pseudonym": pseudonym_of(0), "pseudonym_epoch": 1, "sequence": 1, "day_bucket": TODAY,
-        "model_version": 1, "persona_index": 2, "features": (2.4, 5.5, 3.7, 5.0, 3.0, 12.0)}
+        "model_version": 1, "features": (2.4, 5.5, 3.7, 5.0, 3.0, 12.0)}
+    persona = changes.get("persona_index")
+    if "features" not in changes and persona is not None and 0 <= persona < len(ASSIGNER[0].centroids):
+        fields["features"] = features_of(persona)
     fields.update(changes)
+    fields.setdefault("persona_index", persona_of(fields["features"]))
     return Contribution(**fields)
 
 

@@ -14,13 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_testkit import APP, MODEL_ID, CollectorKeys, FakeClock, TestClient
+from collector_testkit import APP, ASSIGNER, MODEL_ID, CollectorKeys, FakeClock, TestClient
 from fastapi import FastAPI
 
 from edgepersona.sdk import Sealer
 from edgepersona.sdk.protocol.envelope import generate_collector_keypair
+from edgepersona.sdk.protocol.manifest import parse_manifest
 from edgepersona.trainer.collector import CollectorConfig, SqliteAggregateStore, create_app
 from edgepersona.trainer.release.export import write_bundle, zip_bundle
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_bundle_assigner(bundle_files: Mapping[str, bytes]) -> None:
+    """Give collector_testkit the test bundle's assigner, for consistent contributions."""
+    if not ASSIGNER:
+        ASSIGNER.append(parse_manifest(bundle_files["manifest.json"]).assigner)
 
 
 @pytest.fixture(scope="session")

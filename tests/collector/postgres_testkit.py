@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +141,8 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], deadline: fl
 
 @contextmanager
 def serve_processes(count: int, *, db_url: str, keys: Path, bundles: Path, app_id: str,
-                    logs: Path, start_timeout: float = 30.0) -> Iterator[list[str]]:
+                    logs: Path, start_timeout: float = 30.0, extra: Sequence[str] = ()
+                    ) -> Iterator[list[str]]:
     """``count`` ``edgepersona serve`` processes on loopback, sharing one database; stopped on exit.
 
     Yields:
@@ -156,7 +157,7 @@ def serve_processes(count: int, *, db_url: str, keys: Path, bundles: Path, app_i
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", "edgepersona.trainer.cli", "serve", "--db", db_url,
                      "--collector-key", str(keys), "--bundles", str(bundles), "--app-id", app_id,
-                     "--port", str(port)], stdout=log, stderr=subprocess.STDOUT))
+                     "--port", str(port), *extra], stdout=log, stderr=subprocess.STDOUT))
             bases.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + start_timeout
         for base, process in zip(bases, processes, strict=True):

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from edgepersona.sdk import Sealer
 from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
-from edgepersona.sdk.protocol.signing import TrustedKeys
+from edgepersona.sdk.protocol.trust import TrustedKeys
 from edgepersona.trainer.collector import (
     BundleShelf,
     CollectorConfig,

@@ -44,8 +44,8 @@ from edgepersona.trainer.collector import (
     Increment,
     SqliteAggregateStore,
     create_app,
+    dedupe_key,
     encode_batch,
-    ledger_key,
     open_store,
 )
 from edgepersona.trainer.collector._postgres import PostgresAggregateStore
@@ -56,7 +56,7 @@ SECRET = b"k" * 32
 
 def inc(key: int, *, day: int = 100, version: int = 1, persona: int = 0,
         features: tuple[float, ...] = (1.0, 2.0)) -> Increment:
-    return Increment(ledger_key(SECRET, f"{key:016x}", key), day, version, persona, features)
+    return Increment(dedupe_key(SECRET, f"{key:016x}", key), day, version, persona, features)
 
 
 @pytest.fixture
@@ -94,14 +94,14 @@ def store(pg_url: str) -> Iterator[PostgresAggregateStore]:
 def test_a_new_database_is_migrated_once(backend: Backend, tmp_path: Path) -> None:
     backend.open().close()
     again = backend.open()
-    assert again.schema_version() == 2  # type: ignore[attr-defined]
+    assert again.schema_version() == 3  # type: ignore[attr-defined]
     again.close()
     reference = SqliteAggregateStore(tmp_path / "reference.db")
     reference.close()
     expected = sqlite_backend(tmp_path / "reference.db").execute("SELECT * FROM schema_migrations")
     assert backend.execute("SELECT version, description FROM schema_migrations") == expected
     assert backend.tables() == {"schema_migrations", "model_widths", "aggregates", "dedupe_ledger",
-                                "ledger_horizon"}
+                                "ledger_horizon", "quota_slots", "admission_uses"}
 
 
 def test_a_newer_schema_is_refused(backend: Backend) -> None:
@@ -139,7 +139,7 @@ def test_duplicates_and_width_conflicts_change_nothing(any_store: AggregateStore
     assert results == [AddResult.ADDED, AddResult.DUPLICATE, AddResult.WIDTH_CONFLICT]
     assert any_store.add_increments([inc(1, persona=3)], purge_before_day=0) == [AddResult.DUPLICATE]
     assert any_store.aggregates(1)[0].count == 1
-    assert any_store.ledger_size() == 1
+    assert any_store.dedupe_size() == 1
 
 
 def test_a_new_version_takes_the_width_of_its_first_added_increment(any_store: AggregateStore) -> None:
@@ -149,7 +149,7 @@ def test_a_new_version_takes_the_width_of_its_first_added_increment(any_store: A
          inc(2, version=5, features=(1.0, 2.0, 3.0)), inc(3, version=5, features=(1.0,)),
          inc(3, version=5, features=(4.0, 5.0, 6.0))], purge_before_day=0)
     assert results == [AddResult.DUPLICATE, AddResult.ADDED, AddResult.WIDTH_CONFLICT, AddResult.ADDED]
-    assert any_store.ledger_size() == 3
+    assert any_store.dedupe_size() == 3
     assert any_store.aggregates(5)[0].sums.tolist() == [5.0, 7.0, 9.0]
 
 
@@ -158,17 +158,17 @@ def test_a_failed_call_writes_nothing(backend: Backend, any_store: AggregateStor
     broken = Increment(object(), 100, 1, 0, (1.0, 2.0))  # type: ignore[arg-type]
     with pytest.raises(backend.error):
         any_store.add_increments([inc(2), inc(3, day=50), broken], purge_before_day=90)
-    assert any_store.ledger_size() == 1
+    assert any_store.dedupe_size() == 1
     assert any_store.aggregates(1)[0].count == 1
     assert [c.day_bucket for c in any_store.daily_aggregates(1)] == [100]
 
 
-def test_expired_ledger_keys_are_purged(any_store: AggregateStore) -> None:
+def test_expired_dedupe_keys_are_purged(any_store: AggregateStore) -> None:
     any_store.add_increments([inc(1, day=10), inc(2, day=11), inc(3, day=12)], purge_before_day=0)
     any_store.add_increments([], purge_before_day=11)
-    assert any_store.ledger_size() == 2
-    assert any_store.purge_ledger(before_day=13) == 2
-    assert any_store.ledger_size() == 0
+    assert any_store.dedupe_size() == 2
+    assert any_store.purge_dedupe(before_day=13) == 2
+    assert any_store.dedupe_size() == 0
     assert any_store.aggregates(1)[0].count == 3
 
 
@@ -213,16 +213,16 @@ def test_collectors_starting_together_migrate_once(pg_url: str) -> None:
     for thread in threads:
         thread.join(30)
     assert len(stores) == 4
-    assert run_sql(pg_url, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,)]
+    assert run_sql(pg_url, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,), (3,)]
     for opened in stores:
         opened.close()
 
 
 @pytest.mark.parametrize("other_commits", [True, False])
-def test_an_uncommitted_ledger_key_decides_the_duplicate(pg_url: str, store: PostgresAggregateStore,
+def test_an_uncommitted_dedupe_key_decides_the_duplicate(pg_url: str, store: PostgresAggregateStore,
                                                          other_commits: bool) -> None:
     with psycopg.connect(pg_url) as other:  # another collector, mid-transaction
-        other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (inc(1).ledger_key,))
+        other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (inc(1).dedupe_key,))
         thread, out = add_in_background(store, [inc(1), inc(2)])
         blocked_on_a_lock(pg_url)
         if other_commits:
@@ -244,18 +244,18 @@ def test_a_width_claimed_concurrently_wins_and_the_call_reruns(pg_url: str,
         other.commit()
         thread.join(10)
     assert out == [[AddResult.WIDTH_CONFLICT, AddResult.ADDED]]
-    assert store.ledger_size() == 1  # the conflicting key was rolled back with the first attempt
+    assert store.dedupe_size() == 1  # the conflicting key was rolled back with the first attempt
 
 
 def test_a_deadlock_is_detected_and_the_call_retried(pg_url: str, store: PostgresAggregateStore,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="edgepersona.trainer.collector")
-    first, second = sorted([inc(1), inc(2)], key=lambda i: i.ledger_key)  # the store's lock order
+    first, second = sorted([inc(1), inc(2)], key=lambda i: i.dedupe_key)  # the store's lock order
     with psycopg.connect(pg_url) as other:
-        other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (second.ledger_key,))
+        other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (second.dedupe_key,))
         thread, out = add_in_background(store, [first, second])
         blocked_on_a_lock(pg_url)  # the store holds `first` and waits for `second`
-        other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (first.ledger_key,))  # a cycle
+        other.execute("INSERT INTO dedupe_ledger VALUES (%s, 100)", (first.dedupe_key,))  # a cycle
         other.commit()  # PostgreSQL aborted the store's transaction (it waited first); it reran
         thread.join(10)
     assert out == [[AddResult.DUPLICATE, AddResult.DUPLICATE]]
@@ -312,7 +312,7 @@ def test_sync_accepts_counts_replays_once_and_expires_keys(client: TestClient, s
     assert new[3] == list(contribution().features)
     clock.advance_days(1)
     post(client, sealer.seal(contribution(sequence=5)))  # purges the expired key on write
-    assert store.ledger_size() == 3
+    assert store.dedupe_size() == 3
     metrics = client.get("/v1/metrics").json()
     assert (metrics["accepted"], metrics["duplicate"], metrics["ledger_keys"]) == (4, 2, 3)
     assert store.aggregates(1)[2].count == 3 and store.aggregates(2)[0].count == 1
@@ -330,10 +330,12 @@ SENDS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), OFFSETS, st.sam
 def test_aggregates_are_the_per_call_sums_of_accepted_contributions(
         batches: list[list[Any]], sealer: Sealer, collector_keys: Any, shared_bundles: Path,
         pg_url: str, store: PostgresAggregateStore) -> None:
-    from collector_testkit import LOWER, UPPER
+    from collector_testkit import LOWER, UPPER, persona_of
 
-    run_sql(pg_url, "TRUNCATE aggregates, dedupe_ledger, model_widths")
-    client = TestClient(create_app(CollectorConfig(app_id=APP, bundles_dir=shared_bundles),
+    run_sql(pg_url, "TRUNCATE aggregates, dedupe_ledger, model_widths, quota_slots")
+    # exact sums are the subject here: personas follow the features, no per-pseudonym quota
+    client = TestClient(create_app(CollectorConfig(app_id=APP, bundles_dir=shared_bundles,
+                                                   pseudonym_daily_quota=None),
                                    collector_private_key=collector_keys.private, store=store,
                                    clock=FakeClock()))
     expected: dict[tuple[int, int, int], list[Any]] = {}
@@ -342,12 +344,12 @@ def test_aggregates_are_the_per_call_sums_of_accepted_contributions(
     for number, batch in enumerate(batches):
         envelopes: list[bytes] = []
         deltas: dict[tuple[int, int, int], tuple[int, Any, Any]] = {}
-        for position, (device, persona, offset, version, where, replay) in enumerate(batch):
+        for position, (device, _persona, offset, version, where, replay) in enumerate(batch):
             if not (replay and device in last):
                 features = tuple(lo + p * (hi - lo) for p, lo, hi in zip(where, LOWER, UPPER, strict=True))
                 item = contribution(pseudonym=pseudonym_of(device), sequence=number * 10 + position,
                                     day_bucket=TODAY + offset, model_version=version,
-                                    persona_index=persona, features=features)
+                                    persona_index=persona_of(features), features=features)
                 last[device] = (sealer.seal(item), item)
             envelope, item = last[device]
             envelopes.append(envelope)
@@ -377,11 +379,11 @@ def test_two_collector_processes_count_every_contribution_exactly_once(
     today = day_bucket(time.time())
     rng = np.random.default_rng(8)
     items = [contribution(pseudonym=pseudonym_of(d), sequence=s, day_bucket=today - (d + s) % 2,
-                          model_version=1 + d % 2, persona_index=(d * s) % 4,
+                          model_version=1 + d % 2,
                           features=tuple(float(x) / 4 for x in rng.integers(0, 21, 6)))  # exact sums
              for d in range(30) for s in range(1, 21)]
     with serve_processes(2, db_url=pg_url, keys=tmp_path / "keys", bundles=shared_bundles, app_id=APP,
-                         logs=tmp_path) as bases:
+                         logs=tmp_path, extra=["--pseudonym-daily-quota", "0"]) as bases:
         statuses, failures = send_overlapping(bases, items, device, rng)
         metrics = [get_json(f"{base}/v1/metrics") for base in bases]
     assert failures == []
@@ -395,7 +397,7 @@ def test_two_collector_processes_count_every_contribution_exactly_once(
                                                     c.aggregate.sumsq.tolist())
                   for c in reader.daily_aggregates(version)}
         assert stored == exact_cells([i for i in items if i.model_version == version])
-    assert reader.ledger_size() == len(items)
+    assert reader.dedupe_size() == len(items)
     reader.close()
     password = str(conninfo_to_dict(pg_url)["password"])
     logs = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))

@@ -18,8 +18,14 @@ from fastapi import FastAPI
 
 from edgepersona.sdk import Sealer, day_bucket
 from edgepersona.trainer.cli import main
-from edgepersona.trainer.collector import CollectorConfig, SqliteAggregateStore, create_app, encode_batch
-from edgepersona.trainer.release.keys import generate_collector_key
+from edgepersona.trainer.collector import (
+    CollectorConfig,
+    SqliteAggregateStore,
+    create_app,
+    encode_batch,
+    issue_admission_token,
+)
+from edgepersona.trainer.release.keys import generate_collector_key, generate_signing_key, load_signing_key
 
 DEADLINE = 10.0  # seconds for the server to start or stop
 
@@ -104,3 +110,33 @@ def test_serve_command_reports_a_bad_database_url(tmp_path: Path, shared_bundles
                  "--bundles", str(shared_bundles)])
     assert code == 1
     assert "expected sqlite:///PATH" in capsys.readouterr().err
+
+
+def test_serve_command_requires_admission_and_takes_the_quota_and_k_min(
+        tmp_path: Path, shared_bundles: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = tmp_path / "keys"
+    _, public = generate_collector_key(keys)
+    _, backend_public, _ = generate_signing_key(tmp_path / "backend")
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: FastAPI, **options: Any) -> None:  # drive the app instead of listening
+        device = Sealer(public.read_bytes(), app_id=APP)
+        envelope = device.seal(contribution(day_bucket=day_bucket(time.time())))
+        token = issue_admission_token(load_signing_key(tmp_path / "backend"), app_id=APP, quota=1,
+                                      now=time.time())
+        client = TestClient(app)
+        seen["config"] = app.state.collector.config
+        seen["without"] = client.post("/v1/sync", headers=OCTETS, content=envelope)
+        seen["with"] = client.post("/v1/sync", content=envelope,
+                                   headers={**OCTETS, "Authorization": f"Bearer {token}"})
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    code = main(["serve", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--collector-key", str(keys),
+                 "--bundles", str(shared_bundles), "--app-id", APP, "--require-admission",
+                 str(backend_public), "--pseudonym-daily-quota", "0", "--k-min", "7"])
+    assert code == 0
+    assert (seen["config"].pseudonym_daily_quota, seen["config"].k_min) == (None, 7)
+    assert seen["without"].status_code == 401
+    assert seen["without"].headers["www-authenticate"].startswith("Bearer")
+    assert seen["without"].json()["reason"] == "admission_required"
+    assert (seen["with"].status_code, seen["with"].json()["accepted"]) == (200, 1)

@@ -15,7 +15,7 @@ from edgepersona.trainer.collector import (
     AddResult,
     Increment,
     SqliteAggregateStore,
-    ledger_key,
+    dedupe_key,
     open_store,
 )
 
@@ -24,24 +24,24 @@ SECRET = b"k" * 32
 
 def inc(key: int, *, day: int = 100, version: int = 1, persona: int = 0,
         features: tuple[float, ...] = (1.0, 2.0)) -> Increment:
-    return Increment(ledger_key(SECRET, f"{key:016x}", key), day, version, persona, features)
+    return Increment(dedupe_key(SECRET, f"{key:016x}", key), day, version, persona, features)
 
 
 def test_a_new_database_is_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     store = SqliteAggregateStore(path)
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     store.close()
     again = SqliteAggregateStore(path)
-    assert again.schema_version() == 2
+    assert again.schema_version() == 3
     again.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,)]
+        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,), (3,)]
         tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"schema_migrations", "model_widths", "aggregates", "dedupe_ledger",
-                      "ledger_horizon"}
+                      "ledger_horizon", "quota_slots", "admission_uses"}
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_duplicates_and_width_conflicts_change_nothing() -> None:
     assert results == [AddResult.ADDED, AddResult.DUPLICATE, AddResult.WIDTH_CONFLICT]
     assert store.add_increments([inc(1, persona=3)], purge_before_day=0) == [AddResult.DUPLICATE]
     assert store.aggregates(1)[0].count == 1
-    assert store.ledger_size() == 1
+    assert store.dedupe_size() == 1
 
 
 def test_a_failed_call_writes_nothing() -> None:
@@ -92,27 +92,27 @@ def test_a_failed_call_writes_nothing() -> None:
     broken = Increment(object(), 100, 1, 0, (1.0, 2.0))  # type: ignore[arg-type]
     with pytest.raises(sqlite3.Error):
         store.add_increments([inc(2), inc(3, day=50), broken], purge_before_day=90)
-    assert store.ledger_size() == 1  # neither the purge, the two increments nor their keys
+    assert store.dedupe_size() == 1  # neither the purge, the two increments nor their keys
     assert store.aggregates(1)[0].count == 1
     assert [c.day_bucket for c in store.daily_aggregates(1)] == [100]
 
 
-def test_expired_ledger_keys_are_purged() -> None:
+def test_expired_dedupe_keys_are_purged() -> None:
     store = SqliteAggregateStore(":memory:")
     store.add_increments([inc(1, day=10), inc(2, day=11), inc(3, day=12)], purge_before_day=0)
     store.add_increments([], purge_before_day=11)
-    assert store.ledger_size() == 2
-    assert store.purge_ledger(before_day=13) == 2
-    assert store.ledger_size() == 0
+    assert store.dedupe_size() == 2
+    assert store.purge_dedupe(before_day=13) == 2
+    assert store.dedupe_size() == 0
     assert store.aggregates(1)[0].count == 3  # aggregates never expire
 
 
-def test_ledger_keys_depend_on_secret_pseudonym_and_sequence() -> None:
-    base = ledger_key(SECRET, "ab" * 16, 7)
+def test_dedupe_keys_depend_on_secret_pseudonym_and_sequence() -> None:
+    base = dedupe_key(SECRET, "ab" * 16, 7)
     assert len(base) == 32
-    assert base == ledger_key(SECRET, "ab" * 16, 7)
-    others = {ledger_key(b"j" * 32, "ab" * 16, 7), ledger_key(SECRET, "ab" * 16, 8),
-              ledger_key(SECRET, "ab" * 17, 7), ledger_key(SECRET, "cd" * 16, 7)}
+    assert base == dedupe_key(SECRET, "ab" * 16, 7)
+    others = {dedupe_key(b"j" * 32, "ab" * 16, 7), dedupe_key(SECRET, "ab" * 16, 8),
+              dedupe_key(SECRET, "ab" * 17, 7), dedupe_key(SECRET, "cd" * 16, 7)}
     assert base not in others and len(others) == 4
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from collector_testkit import (
     APP,
+    ASSIGNER,
     LOWER,
     OCTETS,
     TODAY,
@@ -17,6 +19,7 @@ from collector_testkit import (
     TestClient,
     cells,
     contribution,
+    persona_of,
     post,
     pseudonym_of,
 )
@@ -30,7 +33,10 @@ from edgepersona.trainer.collector import (
     SqliteAggregateStore,
     create_app,
     encode_batch,
+    nearest_personas,
 )
+
+QUOTA = CollectorConfig(app_id=APP, model_versions=frozenset({1})).pseudonym_daily_quota or 0
 
 
 def tampered(envelope: bytes, offset: int = -1) -> bytes:
@@ -51,7 +57,7 @@ def test_one_envelope_is_added_to_its_cell(client: TestClient, sealer: Sealer,
     item = contribution()
     response = post(client, sealer.seal(item))
     assert response.status_code == 200
-    assert response.json() == {"accepted": 1, "duplicate": 0, "rejected": 0,
+    assert response.json() == {"accepted": 1, "duplicate": 0, "rejected": 0, "retry": 0,
                                "results": [{"index": 0, "status": "accepted", "reason": None}]}
     [cell] = store.daily_aggregates(1)
     assert (cell.day_bucket, cell.persona_index, cell.aggregate.count) == (TODAY, 2, 1)
@@ -70,7 +76,7 @@ def test_a_replay_is_acknowledged_and_counted_once(client: TestClient, sealer: S
         assert response.status_code == 200
         assert response.json()["results"] == [{"index": 0, "status": "duplicate", "reason": None}]
     assert store.aggregates(1)[2].count == 1
-    assert store.ledger_size() == 1
+    assert store.dedupe_size() == 1
     assert (metrics(client)["accepted"], metrics(client)["duplicate"]) == (1, 2)
 
 
@@ -116,13 +122,13 @@ def test_rejections_leave_aggregates_and_ledger_unchanged(
         case: str, client: TestClient, sealer: Sealer, collector_keys: CollectorKeys,
         store: SqliteAggregateStore) -> None:
     post(client, sealer.seal(contribution(sequence=99)))  # one accepted cell to compare against
-    before, ledger = cells(store), store.ledger_size()
+    before, ledger = cells(store), store.dedupe_size()
     make, status, reason = REJECTIONS[case]
     response = post(client, make(sealer, collector_keys.public))
     assert response.status_code == status
     assert response.json()["results"] == [{"index": 0, "status": "rejected", "reason": reason}]
     assert cells(store) == before
-    assert store.ledger_size() == ledger
+    assert store.dedupe_size() == ledger
     assert metrics(client)["rejected"][reason] == 1
 
 
@@ -174,7 +180,7 @@ def test_too_many_envelopes_get_413(make_app: Callable[..., FastAPI], sealer: Se
     envelopes = [sealer.seal(contribution(sequence=n)) for n in range(5)]
     response = post(small, encode_batch(envelopes))
     assert (response.status_code, response.json()["reason"]) == (413, "too_many_envelopes")
-    assert store.ledger_size() == 0
+    assert store.dedupe_size() == 0
 
 
 def test_a_mixed_batch_lists_each_envelope(client: TestClient, sealer: Sealer,
@@ -209,20 +215,20 @@ def test_metrics_count_every_outcome(client: TestClient, sealer: Sealer) -> None
     assert data["accepted_versions"] == [1, 2]
 
 
-def test_ledger_keys_expire_with_the_window(client: TestClient, sealer: Sealer, clock: FakeClock,
+def test_dedupe_keys_expire_with_the_window(client: TestClient, sealer: Sealer, clock: FakeClock,
                                             store: SqliteAggregateStore) -> None:
     old = sealer.seal(contribution(sequence=1, day_bucket=TODAY - 6))
     new = sealer.seal(contribution(sequence=2, day_bucket=TODAY + 1))
     post(client, encode_batch([old, new]))
-    assert store.ledger_size() == 2
+    assert store.dedupe_size() == 2
     clock.advance_days(1)
     post(client, sealer.seal(contribution(sequence=3, day_bucket=TODAY + 1)))  # purge on write
-    assert store.ledger_size() == 2  # the old key went, the new one came
+    assert store.dedupe_size() == 2  # the old key went, the new one came
     assert post(client, old).json()["results"][0]["reason"] == "stale_day_bucket"
     assert post(client, new).json()["results"][0]["status"] == "duplicate"
     clock.advance_days(7)
     post(client, sealer.seal(contribution(sequence=4, day_bucket=TODAY + 8)))
-    assert store.ledger_size() == 1
+    assert store.dedupe_size() == 1
     assert store.aggregates(1)[2].count == 4
 
 
@@ -253,7 +259,7 @@ def test_health_and_openapi(client: TestClient) -> None:
 
 ENVELOPE = st.tuples(
     st.integers(0, 3),  # device
-    st.integers(0, 3),  # persona
+    st.sampled_from([None, None, 0, 1, 2, 3]),  # persona claimed (None: the one the features give)
     st.integers(-8, 3),  # day offset from today
     st.sampled_from([1, 1, 2, 3, 9]),  # model version (3 is held back, 9 unknown)
     st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6),  # position within the bounds
@@ -273,6 +279,7 @@ def test_aggregates_equal_the_sum_of_accepted_contributions(
     expected: dict[tuple[int, int, int], list[Any]] = {}  # (version, persona, day) -> count, sums, sumsq
     last: dict[int, tuple[bytes, Any]] = {}
     sequences = [0, 0, 0, 0]
+    quota: Counter[tuple[int, int, int]] = Counter()  # accepted per (device, version, day)
     seen: set[tuple[int, int]] = set()
     for batch in batches:
         envelopes, wanted = [], []
@@ -284,7 +291,8 @@ def test_aggregates_equal_the_sum_of_accepted_contributions(
                 features = tuple(lo + p * (hi - lo) for p, lo, hi in zip(position, LOWER, UPPER, strict=True))
                 item = contribution(pseudonym=pseudonym_of(device), sequence=sequences[device],
                                     day_bucket=TODAY + offset, model_version=version,
-                                    persona_index=persona, features=features)
+                                    persona_index=persona_of(features) if persona is None else persona,
+                                    features=features)
                 envelope = sealer.seal(item)
                 last[device] = (envelope, item)
             if action == "tamper":
@@ -293,10 +301,15 @@ def test_aggregates_equal_the_sum_of_accepted_contributions(
                 outcome = "unknown_model_version"
             elif not -6 <= item.day_bucket - TODAY <= 1:
                 outcome = "stale_day_bucket" if item.day_bucket < TODAY else "future_day_bucket"
+            elif item.persona_index not in nearest_personas(ASSIGNER[0], item.features):
+                outcome = "inconsistent_persona"
             elif (device, item.sequence) in seen:
                 outcome = "duplicate"
+            elif quota[(device, item.model_version, item.day_bucket)] >= QUOTA:
+                outcome = "quota_exceeded"
             else:
                 seen.add((device, item.sequence))
+                quota[(device, item.model_version, item.day_bucket)] += 1
                 outcome = "accepted"
                 cell = expected.setdefault((item.model_version, item.persona_index, item.day_bucket),
                                            [0, [0.0] * 6, [0.0] * 6])

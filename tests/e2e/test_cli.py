@@ -116,16 +116,16 @@ def test_spec_suggest_prints_a_valid_spec(capsys: pytest.CaptureFixture[str],
     assert code == 0
     spec = load_spec_json(out)
     assert {f.event for f in spec.features if f.aggregate == "count"} == {"buy", "view"}
-    assert {f.bounds_source for f in spec.features} == {"data"}
+    assert {f.bounds_source for f in spec.features} == {"coarse"}
 
 
-def test_spec_suggest_out_writes_the_file_and_warns_about_bounds(
+def test_spec_suggest_out_writes_the_file_and_explains_its_choices(
         capsys: pytest.CaptureFixture[str], event_log: Path, tmp_path: Path) -> None:
     target = tmp_path / "suggested.json"
     code, out, _ = cli(capsys, "spec", "suggest", str(event_log), "--out", str(target))
     assert code == 0
     assert load_spec_json(target.read_text(encoding="utf-8")).features
-    assert "data-derived" in flat(out)
+    assert "min_events =" in flat(out) and "exponential mechanism" in flat(out)
 
 
 # --- train -----------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_train_without_a_spec_says_it_used_the_suggestion(
     assert "no --spec given: using the suggested spec" in text
     assert f"bundle written to {out_dir}" in text
     manifest = json.loads((out_dir / "manifest.json").read_bytes())
-    assert manifest["privacy"]["bounds_source"] == "data"
+    assert manifest["privacy"]["bounds_source"] == "coarse"
     assert manifest["metrics"]["n_users"] == 90
 
 

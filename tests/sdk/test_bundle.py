@@ -43,7 +43,8 @@ from edgepersona.sdk.protocol.bundle import (
     verify_bundle,
 )
 from edgepersona.sdk.protocol.manifest import canonical_json
-from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, TrustedKeys, key_id, sign
+from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, key_id, sign
+from edgepersona.sdk.protocol.trust import TrustedKeys
 from edgepersona.trainer.release.export import zip_bundle
 
 FILE_NAMES = ("manifest.json", "signature", "model.onnx", "cards.md", "cards.json")
@@ -389,6 +390,28 @@ def test_version_below_min_version_is_refused(bundle_files: Files, public_key: b
     with pytest.raises(RollbackError, match="roll back"):
         open_bundle(bundle_files, public_key, bundle_now, min_version=2)
     assert len(sessions) == 1
+
+
+def test_rollback_message_names_the_oldest_accepted_version_not_a_trusted_one(
+        bundle_files: Files, public_key: bytes, bundle_now: datetime) -> None:
+    # update() passes the active version + 1: re-sending the trusted v1 must not claim "trusted v2"
+    with pytest.raises(RollbackError) as refused:
+        open_bundle(bundle_files, public_key, bundle_now, min_version=2)
+    assert "v1 is older than v2, the oldest version this device accepts" in str(refused.value)
+    assert "trusted v2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "cards.md"])
+def test_a_tampered_old_bundle_is_reported_as_tampered_not_as_a_rollback(
+        name: str, bundle_files: Files, public_key: bytes, bundle_now: datetime) -> None:
+    tampered = {**bundle_files, name: flip(bundle_files[name], len(bundle_files[name]) // 2)}
+    with pytest.raises(ModelIntegrityError, match="digest") as refused:
+        open_bundle(tampered, public_key, bundle_now, min_version=5)
+    assert not isinstance(refused.value, RollbackError)
+    expired = bundle_now + timedelta(days=10_000)
+    with pytest.raises(ModelIntegrityError, match="digest") as refused:
+        open_bundle(tampered, public_key, expired)
+    assert not isinstance(refused.value, BundleExpiredError)
 
 
 # ------------------------------------------------- sizes and order of reading

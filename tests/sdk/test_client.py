@@ -151,6 +151,7 @@ def test_explanations_name_features_in_plain_words(bundle_files: Mapping[str, by
         for reason in result.reasons:
             assert reason.feature in names and reason.share > 0
             assert result.name in reason.sentence
+            assert "'" not in reason.sentence and "e-" not in reason.sentence  # no quotes, no 1e-14
 
 
 def test_update_persists_the_trusted_version_against_rollback(
@@ -193,6 +194,17 @@ def test_forget_erases_a_subject(bundle_files: Mapping[str, bytes], public_key: 
         assert client.subjects() == ["carol"]
         assert client.features(subject="bob")[0] == 0.0
         assert client.features(subject="carol") == carol
+
+
+def test_numeric_looking_subjects_are_distinct_text(bundle_files: Mapping[str, bytes],
+                                                   public_key: bytes, tmp_path: Path,
+                                                   keys: MemoryKeyProvider) -> None:
+    with open_client(bundle_files, public_key, tmp_path, keys) as client:
+        big_spender_events(client, subject="01")
+        client.track("session", subject="1", at=T0 - 60)
+        assert sorted(client.subjects()) == ["01", "1"]
+        assert client.features(subject="001")[0] == 0.0  # never seen: not "01" or "1"
+        assert client.features(subject="01") != client.features(subject="1")
 
 
 def test_a_failed_commit_loses_nothing_acknowledged(bundle_files: Mapping[str, bytes],

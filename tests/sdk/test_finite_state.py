@@ -2,8 +2,8 @@
 
 The device (``check_event``, ``FoldState.fold``, ``PersonaClient.track``) and the
 trainer's batch path (``compute_features``) apply the same limits: numbers
-within ±1e15, strings up to 256 characters. Under them every accumulator is
-bounded by 1e15 times the number of events, so no sequence of accepted events
+within ±1e200, strings up to 256 characters. Under them every accumulator is
+bounded by 1e200 times the number of events, so no sequence of accepted events
 can make a subject unassignable, on the device or in batch, and the two agree.
 """
 
@@ -51,7 +51,7 @@ def test_a_value_that_would_overflow_is_refused_twice_and_the_subject_stays_assi
         client.track("purchase", 20.0, subject="bob", at=T0 - 60)
         before = client.features(subject="bob")
         for _ in range(2):
-            with pytest.raises(InputError, match="1e\\+15"):
+            with pytest.raises(InputError, match="limited to"):
                 client.track("purchase", 1e308, subject="bob", at=T0 - 30)
         assert client.features(subject="bob") == before
         client.assign(subject="bob")
@@ -78,7 +78,7 @@ def test_a_ten_megabyte_property_string_is_refused_and_nothing_is_written(
 
 @pytest.mark.parametrize(("event", "value", "properties", "message"), [
     ("e" * 129, None, None, "at most 128 characters"),
-    ("buy", -2e15, None, "limited to"),
+    ("buy", -2e200, None, "limited to"),
     ("buy", 10**400, None, "must be finite"),
     ("buy", None, {f"p{i}": 1 for i in range(65)}, "at most 64 properties"),
     ("buy", None, {"k" * 65: 1}, "property names"),
@@ -173,3 +173,5 @@ def test_incremental_distinct_sums_equal_a_fresh_recomputation(
     fresh = FoldState.from_bytes(plan, json.dumps(body).encode())
     assert fresh is not None
     np.testing.assert_allclose(state.evaluate(T0), fresh.evaluate(T0), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(state.evaluate(T0), state.evaluate_reference(T0), rtol=1e-12,
+                               atol=1e-300)

@@ -61,11 +61,12 @@ def features(draw: st.DrawFn, name: str) -> Feature:
     return Feature(
         name=name, event=draw(EVENTS), property=prop, aggregate=aggregate, window=window,
         transform=transform, bounds=draw(bounds_for(transform)),
-        bounds_source=draw(st.sampled_from(["declared", "data"])),
+        bounds_source=draw(st.sampled_from(["declared", "coarse", "data"])),
         weight=draw(st.floats(min_value=1e-6, max_value=1e6)),
         label=draw(st.none() | st.text(max_size=80)),
         high_name=draw(st.none() | st.text(max_size=60)),
         low_name=draw(st.none() | st.text(max_size=60)),
+        unit=draw(st.none() | st.text(min_size=1, max_size=24)),
     )
 
 
@@ -77,7 +78,21 @@ def specs(draw: st.DrawFn) -> FeatureSpec:
         distinct_cap=draw(st.integers(1, 10_000)),
         min_events=draw(st.integers(0, 10**6)),
         min_confidence=draw(st.floats(0.0, 1.0)),
+        period_days=draw(st.none() | st.floats(min_value=1e-3, max_value=1e4)),
+        event_labels=draw(st.dictionaries(EVENTS, st.text(min_size=1, max_size=60), max_size=3)),
+        notes=tuple(draw(st.lists(st.text(max_size=400), max_size=3))),
     )
+
+
+def test_a_spec_without_the_vocabulary_fields_still_loads() -> None:
+    spec = load_spec_json('{"features": [{"name": "orders", "event": "buy",'
+                          ' "aggregate": "count", "bounds": [0, 100]}]}')
+    assert spec.period_days is None and spec.event_labels == {} and spec.notes == ()
+    assert spec.features[0].unit is None
+    # unset, the later fields are not written: earlier readers see the same document
+    written = json.loads(spec.to_json())
+    assert not {"period_days", "event_labels", "notes"} & set(written)
+    assert "unit" not in written["features"][0]
 
 
 @given(specs())

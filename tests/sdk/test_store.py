@@ -22,14 +22,8 @@ from cryptography.exceptions import InvalidTag
 from hypothesis import given, settings, strategies as st
 
 import edgepersona.sdk._store as store_module
-from edgepersona.sdk._store import (
-    EncryptedStore,
-    FileKeyProvider,
-    MemoryKeyProvider,
-    _encode_fields,
-    _MasterKeys,
-    _unseal,
-)
+from edgepersona.sdk._store import EncryptedStore, FileKeyProvider, MemoryKeyProvider
+from edgepersona.sdk._store_keys import MasterKeys, encode_fields, unseal
 from edgepersona.sdk.errors import InputError, StoreCorruptError, StoreError
 
 KEY = bytes(range(32))
@@ -227,15 +221,54 @@ def test_an_emptied_file_is_a_new_store(filled: Path) -> None:
 
 
 def test_wrong_key_is_corrupt_and_reset_recovers(filled: Path) -> None:
-    with pytest.raises(StoreCorruptError, match="no key"):
+    with pytest.raises(StoreCorruptError, match="written under another master key: no key"):
         _open(filled, MemoryKeyProvider(bytes(32)))
-    with pytest.raises(StoreCorruptError):
-        _open(filled, MemoryKeyProvider())
     provider = MemoryKeyProvider(KEY)
     EncryptedStore.reset(filled, provider)
     assert provider.load_keys() != [KEY]
     with EncryptedStore.open(filled, provider) as store:
         assert store.subjects() == []
+
+
+def test_a_missing_key_file_is_not_a_wrong_key_and_never_advises_a_reset(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key")) as store:
+        store.put("alice", "fold", b"kept")
+    (tmp_path / "s.db.key").rename(tmp_path / "backup.key")
+    for reset_if_corrupt in (False, True):  # a missing key is not corruption: nothing is reset
+        with pytest.raises(StoreError) as missing:
+            EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key"),
+                                reset_if_corrupt=reset_if_corrupt)
+        assert not isinstance(missing.value, StoreCorruptError)
+        message = str(missing.value)
+        assert f"master key file {tmp_path / 's.db.key'} is missing" in message
+        assert "Restore the key" in message and "lose its local state" in message
+        assert "reset(" not in message and "reset_if_corrupt" not in message
+    (tmp_path / "s.db.key").write_bytes(b"torn")  # present but not a key file
+    with pytest.raises(StoreError, match=r"s\.db\.key is damaged \(not a valid key file\)") as damaged:
+        EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key"))
+    assert not isinstance(damaged.value, StoreCorruptError)
+    with pytest.raises(StoreError, match=r"MemoryKeyProvider.*holds no master key") as empty:
+        EncryptedStore.open(path, MemoryKeyProvider())
+    assert not isinstance(empty.value, StoreCorruptError)
+    (tmp_path / "backup.key").replace(tmp_path / "s.db.key")  # restored from the backup
+    with EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key")) as store:
+        assert store.get("alice", "fold") == b"kept"
+
+
+def test_wrong_key_and_damage_have_their_own_messages(filled: Path, tmp_path: Path) -> None:
+    other = FileKeyProvider(tmp_path / "other.key")
+    other.add_key(os.urandom(32))
+    with pytest.raises(StoreCorruptError) as wrong:
+        EncryptedStore.open(filled, other)
+    assert "was written under another master key" in str(wrong.value)
+    assert "other.key" in str(wrong.value) and "EncryptedStore.reset(" in str(wrong.value)
+    with _sql(filled) as db:
+        db.execute("UPDATE records SET sealed = zeroblob(40)")
+    with _open(filled) as store, pytest.raises(StoreCorruptError) as damaged:
+        store.get(SUBJECTS[0], "fold")
+    assert "failed authentication (the file was tampered with, truncated or damaged)" in str(damaged.value)
+    assert "another master key" not in str(damaged.value)
 
 
 def test_garbage_file_is_corrupt(tmp_path: Path) -> None:
@@ -315,15 +348,15 @@ def test_forget_survives_an_old_copy_of_the_store(tmp_path: Path) -> None:
         store_id = dict(db.execute("SELECT name, value FROM meta").fetchall())["store_id"]
         wrapped = db.execute("SELECT ref, wrapped FROM subjects").fetchall()
     for key in (current_key, *provider.load_keys()):
-        master = _MasterKeys.derive(key, store_id)
+        master = MasterKeys.derive(key, store_id)
         for ref, blob in wrapped:
             for subject in (b"alice", b"bob", b""):
                 with pytest.raises(InvalidTag):
-                    _unseal(master.wrap, blob, _dek_aad(store_id, ref, subject))
+                    unseal(master.wrap, blob, _dek_aad(store_id, ref, subject))
     # The old key is gone from every file the store and the provider wrote.
     assert _all_file_bytes(tmp_path).count(stolen_key) == 0
     # Control: had the old key survived, the old copy would give alice's data away.
-    stolen = _MasterKeys.derive(stolen_key, store_id)
+    stolen = MasterKeys.derive(stolen_key, store_id)
     assert any(_try_unseal(stolen, blob, _dek_aad(store_id, ref, b"alice")) for ref, blob in wrapped)
     with EncryptedStore.open(old_copy, MemoryKeyProvider(stolen_key)) as leaked:
         assert leaked.get("alice", "fold") == secret_fold
@@ -331,13 +364,13 @@ def test_forget_survives_an_old_copy_of_the_store(tmp_path: Path) -> None:
 
 def _dek_aad(store_id: bytes, ref: bytes, subject: bytes) -> bytes:
     """The associated data of a wrapped subject key, as the module docstring describes it."""
-    context = _encode_fields(b"edgepersona/store/v1", store_id, (1).to_bytes(4, "big"))
-    return _encode_fields(context, b"data-key", ref, subject)
+    context = encode_fields(b"edgepersona/store/v1", store_id, (1).to_bytes(4, "big"))
+    return encode_fields(context, b"data-key", ref, subject)
 
 
-def _try_unseal(master: _MasterKeys, blob: bytes, aad: bytes) -> bool:
+def _try_unseal(master: MasterKeys, blob: bytes, aad: bytes) -> bool:
     try:
-        _unseal(master.wrap, blob, aad)
+        unseal(master.wrap, blob, aad)
     except InvalidTag:
         return False
     return True
@@ -352,6 +385,163 @@ class _CrashingProvider(MemoryKeyProvider):
         if self.crash and len(self.load_keys()) > 1:
             raise StoreError("simulated crash before the old key was destroyed")
         super().destroy_other_keys(keep)
+
+
+def _traces(store: EncryptedStore, subject: str) -> set[bytes]:
+    """Every byte string the subject's rows hold now: row keys, wrapped key, sealed name and values."""
+    conn = store._conn
+    assert conn is not None
+    sid = store._master.subject_id(subject.encode())
+    row = conn.execute("SELECT ref, sid, wrapped, sealed_name FROM subjects WHERE sid = ?", (sid,)).fetchone()
+    if row is None:
+        return set()
+    found = set(row)
+    for rid, sealed in conn.execute("SELECT rid, sealed FROM records WHERE ref = ?", (row[0],)):
+        found |= {rid, sealed}
+    return found
+
+
+def _store_files(path: Path) -> bytes:
+    """The raw bytes of the store file and every side file SQLite may have written."""
+    parts = [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return b"".join(part.read_bytes() for part in parts if part.exists())
+
+
+# Seeds 25 and 34 are workloads where secure_delete and a WAL checkpoint alone leave stale
+# copies of the subject's cells in rebalanced pages (found by running 40 seeds without the
+# VACUUM of forget: 2 leaked, as the issue saw 2 of 16 records); 0 and 1 are ordinary ones.
+# Long form: EDGEPERSONA_FORGET_SEEDS=40 runs seeds 0..39.
+_FORGET_SEEDS = int(os.environ.get("EDGEPERSONA_FORGET_SEEDS", "0"))
+
+
+@pytest.mark.parametrize("seed", sorted({0, 1, 25, 34} | set(range(_FORGET_SEEDS))))
+def test_forget_leaves_no_byte_of_the_subject_in_any_file(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "s.db"
+    subjects = ["victim", "ann", "ben", "cy", "dee"]
+    seen: set[bytes] = set()
+    with EncryptedStore.open(path, FileKeyProvider(tmp_path / "s.db.key")) as store:
+        for step in range(300):  # interleaved writes, rewrites, deletes and other forgets
+            subject, name = rng.choice(subjects), f"record-{rng.randrange(16)}"
+            store.put(subject, name, rng.randbytes(rng.choice([12, 200, 3000, 9000])))
+            if rng.random() < 0.1:
+                store.delete(subject, f"record-{rng.randrange(16)}")
+            if step % 60 == 59:
+                store.put(f"passer-by-{step}", "fold", b"x" * 500)
+                store.forget(f"passer-by-{step}")
+            seen |= _traces(store, "victim")
+        assert len(seen) > 40
+        assert any(trace in _store_files(path) for trace in seen)  # control: the scan finds them
+        assert store.forget("victim") is True
+        left = [trace.hex() for trace in seen if trace in _store_files(path)]
+        assert left == [], "forget left pages of the subject while the store is open"
+    left = [trace.hex() for trace in seen if trace in _store_files(path)]
+    assert left == [], "forget left pages of the subject after close"
+
+
+class _FailingVacuum:
+    """A connection whose VACUUM fails as on a full disk."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "VACUUM":
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode = 13  # type: ignore[attr-defined]
+            raise error
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+class _Killed(BaseException):
+    """Stands for the process dying at that point (nothing after it runs)."""
+
+
+def test_forget_killed_before_its_scrub_is_scrubbed_by_the_next_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    live.mkdir()
+    connect = EncryptedStore._connect
+
+    class KilledAtVacuum(_FailingVacuum):
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "VACUUM":  # the disk as the dying process leaves it: copy every file now
+                shutil.copytree(live, crashed)
+                raise _Killed
+            return self._conn.execute(sql, *args)
+
+    monkeypatch.setattr(EncryptedStore, "_connect", lambda self: KilledAtVacuum(connect(self)))
+    with _open(live / "s.db", FileKeyProvider(live / "s.db.key")) as store:
+        traces: set[bytes] = set()
+        for i in range(60):
+            store.put("victim" if i % 3 else f"other-{i % 4}", f"r{i % 10}", os.urandom(300 + 97 * i))
+            traces |= _traces(store, "victim")
+        with pytest.raises(_Killed):
+            store.forget("victim")
+    monkeypatch.undo()
+    provider = FileKeyProvider(crashed / "s.db.key")
+    assert len(provider.load_keys()) == 2  # killed mid-rotation
+    assert any(trace in _store_files(crashed / "s.db") for trace in traces)  # control
+    with _open(crashed / "s.db", provider) as reopened:
+        assert [t.hex() for t in traces if t in _store_files(crashed / "s.db")] == []
+        assert reopened.subjects() == sorted({f"other-{i % 4}" for i in range(60) if i % 3 == 0})
+    assert len(provider.load_keys()) == 1
+    assert [t.hex() for t in traces if t in _store_files(crashed / "s.db")] == []
+
+
+def test_a_failed_scrub_still_shreds_and_says_how_to_finish(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, provider = tmp_path / "s.db", MemoryKeyProvider(KEY)
+    connect = EncryptedStore._connect
+    monkeypatch.setattr(EncryptedStore, "_connect", lambda self: _FailingVacuum(connect(self)))
+    with _open(path, provider) as store:
+        store.put("alice", "fold", b"a" * 300)
+        store.put("bob", "fold", b"b")
+        with pytest.raises(StoreError, match=r"the subject is forgotten .* call scrub\(\)") as caught:
+            store.forget("alice")
+        assert "alice" not in str(caught.value)
+        assert provider.load_keys() != [KEY] and len(provider.load_keys()) == 1  # old key destroyed
+        assert store.subjects() == ["bob"] and store.get("alice", "fold") is None
+    monkeypatch.undo()  # the cause is fixed
+    with _open(path, provider) as store:
+        store.scrub()
+        assert store.subjects() == ["bob"] and store.get("bob", "fold") == b"b"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    operations=st.lists(
+        st.tuples(st.sampled_from(["ann", "ben", "cy", "victim"]), st.sampled_from(["a", "b", "c"]),
+                  st.binary(max_size=5000), st.booleans()),
+        min_size=1, max_size=40),
+    forget_at=st.integers(min_value=0, max_value=40),
+)
+def test_forget_keeps_every_other_subject_intact(
+        operations: list[tuple[str, str, bytes, bool]], forget_at: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path, provider = Path(folder) / "s.db", FileKeyProvider(Path(folder) / "s.db.key")
+        model: dict[tuple[str, str], bytes] = {}
+        with EncryptedStore.open(path, provider) as store:
+            for index, (subject, name, value, delete) in enumerate(operations):
+                if index == forget_at:
+                    assert store.forget("victim") is any(s == "victim" for s, _ in model)
+                    model = {key: v for key, v in model.items() if key[0] != "victim"}
+                if delete:
+                    assert store.delete(subject, name) is ((subject, name) in model)
+                    model.pop((subject, name), None)
+                else:
+                    store.put(subject, name, value)
+                    model[(subject, name)] = value
+            store.forget("victim")
+            model = {key: v for key, v in model.items() if key[0] != "victim"}
+        with EncryptedStore.open(path, provider) as store:
+            assert "victim" not in store.subjects()
+            for subject in ("ann", "ben", "cy", "victim"):
+                for name in ("a", "b", "c"):
+                    assert store.get(subject, name) == model.get((subject, name))
 
 
 def test_forget_interrupted_after_commit_is_finished_by_the_next_open(tmp_path: Path) -> None:

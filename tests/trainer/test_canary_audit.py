@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pytest
 
 from edgepersona.trainer.privacy import dp_kmeans as dp
-from edgepersona.trainer.privacy.ledger import gaussian_mu
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 from edgepersona.trainer.release.train import TrainResult
 
 TRIALS = 200

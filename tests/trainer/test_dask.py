@@ -80,7 +80,7 @@ def test_same_seed_and_data_give_the_local_model(client: Any) -> None:
     rows = blob_rows(20_000, seed=2)
 
     def fit(data: Any) -> PersonaKMeans:
-        return PersonaKMeans(spec6(), k_range=(3, 6), stability_rounds=2, seed=SEED).fit(data)
+        return PersonaKMeans(spec=spec6(), k_range=(3, 6), stability_rounds=2, random_state=SEED).fit(data)
 
     local, remote = fit(rows), fit(DaskBlocks(rows, chunk_rows=3_001))
     ours, theirs = np.asarray(local.params_.centroids), np.asarray(remote.params_.centroids)
@@ -103,9 +103,9 @@ def test_k_min_merges_the_same_persona_on_dask(client: Any) -> None:
     rng = np.random.default_rng(3)
     rows = np.vstack([rng.normal(0, 1, (300, 6)), rng.normal(20, 1, (300, 6)),
                       rng.normal(-40, 1, (4, 6))])
-    local = PersonaKMeans(spec6(), n_clusters=3, k_min=10, stability_rounds=0, seed=4).fit(rows)
-    remote = PersonaKMeans(spec6(), n_clusters=3, k_min=10, stability_rounds=0,
-                           seed=4).fit(DaskBlocks(rows, chunk_rows=101))
+    local = PersonaKMeans(spec=spec6(), n_clusters=3, k_min=10, stability_rounds=0, random_state=4).fit(rows)
+    remote = PersonaKMeans(spec=spec6(), n_clusters=3, k_min=10, stability_rounds=0,
+                           random_state=4).fit(DaskBlocks(rows, chunk_rows=101))
     assert local.k_ == remote.k_ == 2 and len(remote.merged_) == 1
     np.testing.assert_array_equal(remote.labels_, local.labels_)
 
@@ -114,7 +114,8 @@ def test_bad_cells_are_refused_on_dask(client: Any) -> None:
     rows = blob_rows(100, seed=5)
     rows[17, 2] = np.inf
     with pytest.raises(InputError, match="finite"):
-        PersonaKMeans(spec6(), n_clusters=2, k_min=1, seed=0).fit(DaskBlocks(rows, chunk_rows=30))
+        PersonaKMeans(spec=spec6(), n_clusters=2, k_min=1,
+                      random_state=0).fit(DaskBlocks(rows, chunk_rows=30))
 
 
 # --- partitioned files and the CLI -----------------------------------------------------

@@ -31,15 +31,17 @@ from sklearn.cluster import KMeans
 
 from edgepersona.sdk import Feature, FeatureSpec, InputError
 from edgepersona.sdk.protocol.assign import numpy_assign
+from edgepersona.trainer.engines.lloyd import ClusterStats, lloyd
+from edgepersona.trainer.engines.local import LocalBlocks
 from edgepersona.trainer.errors import NotFittedError
 from edgepersona.trainer.privacy import dp_kmeans as dp
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 from edgepersona.trainer.privacy.dp_kmeans import (
     DPKMeans,
     PrivacyLeakWarning,
     declared_scaling,
     fit_dp_kmeans,
 )
-from edgepersona.trainer.privacy.ledger import gaussian_mu
 
 F64 = npt.NDArray[np.float64]
 EPSILON, DELTA = 1.0, 1e-6
@@ -125,20 +127,40 @@ def test_the_pipeline_check_catches_a_budget_overrun(monkeypatch: pytest.MonkeyP
 def test_every_data_access_is_a_clipped_round_and_the_rounds_spend_exactly_mu(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[float] = []
-    real = dp._noisy_stats
+    real = dp._noisy_release
 
-    def recording(x: F64, cells: npt.NDArray[np.int64], m: int, mu2: float,
-                  rng: np.random.Generator, half: F64) -> tuple[F64, F64, float]:
-        assert (np.abs(x) <= half).all() and ((cells >= 0) & (cells < m)).all()
+    def recording(exact: ClusterStats, mu2: float, rng: np.random.Generator, half: F64
+                  ) -> tuple[F64, F64, float]:
+        # Every row was clipped to the box: no cell's centred sum can exceed count x half.
+        assert (np.abs(exact.sums) <= exact.counts[:, None] * half + 1e-9).all()
+        assert exact.counts.sum() == 500  # each round is a partition of every row
         calls.append(mu2)
-        return real(x, cells, m, mu2, rng, half)
+        return real(exact, mu2, rng, half)
 
-    monkeypatch.setattr(dp, "_noisy_stats", recording)
+    monkeypatch.setattr(dp, "_noisy_release", recording)
     rows = np.random.default_rng(0).normal(0.5, 2.0, size=(500, 3))  # many rows outside bounds
     DPKMeans(n_clusters=3, epsilon=2.0, bounds=(0.0, 1.0), iterations=4, tree_levels=3,
              random_state=1).fit(rows)
     assert len(calls) == 1 + 2 * 3 + 1 + 4  # root, two per tree level, overclustered, Lloyd
     assert sum(calls) == pytest.approx(gaussian_mu(2.0, 1e-6) ** 2, rel=1e-12)
+
+
+def test_dp_lloyd_is_the_shared_core_plus_noise_on_the_reduced_statistics() -> None:
+    # With the noise sampled as zeros, a DP-Lloyd round is exactly one iteration of the
+    # shared Lloyd core over the same rows (the one map-reduce of counts and sums).
+    rows = np.random.default_rng(4).uniform(-0.5, 0.5, size=(300, 2))
+    start = np.array([[-0.2, -0.2], [0.2, 0.2], [0.0, 0.3]])
+
+    class Silent(np.random.Generator):
+        def normal(self, loc: object = 0.0, scale: object = 1.0, size: object = None
+                   ) -> F64:  # type: ignore[override]
+            return np.zeros(() if size is None else size)  # type: ignore[arg-type]
+
+    silent = Silent(np.random.PCG64(0))
+    centers, counts = dp._lloyd(LocalBlocks(rows).map_reduce, start, HALF, np.array([1e6]), silent)
+    core = lloyd(LocalBlocks(rows).map_reduce, start, max_iter=1)
+    np.testing.assert_allclose(centers, core.centroids, atol=1e-12)
+    np.testing.assert_array_equal(counts, core.counts)
 
 
 # --- k-min on noisy counts ---------------------------------------------------------------

@@ -59,8 +59,8 @@ FOUR_POINTS = np.array([[0.0, 0.0], [0.0, 1.0], [10.0, 1.0], [10.0, 2.0]])
 
 @pytest.fixture(scope="module")
 def four_point_model() -> PersonaKMeans:
-    return PersonaKMeans(plain_spec(2), n_clusters=2, k_min=2, stability_rounds=0,
-                         seed=0).fit(FOUR_POINTS)
+    return PersonaKMeans(spec=plain_spec(2), n_clusters=2, k_min=2, stability_rounds=0,
+                         random_state=0).fit(FOUR_POINTS)
 
 
 def test_four_points_standardisation_parameters_by_hand(four_point_model: PersonaKMeans) -> None:
@@ -83,8 +83,8 @@ def test_four_points_centroids_and_labels_by_hand(four_point_model: PersonaKMean
 
 @pytest.mark.parametrize("seed", range(8))
 def test_four_points_every_seed_finds_the_unique_optimum(seed: int) -> None:
-    model = PersonaKMeans(plain_spec(2), n_clusters=2, k_min=2, n_init=1, stability_rounds=0,
-                          seed=seed).fit(FOUR_POINTS)
+    model = PersonaKMeans(spec=plain_spec(2), n_clusters=2, k_min=2, n_init=1, stability_rounds=0,
+                          random_state=seed).fit(FOUR_POINTS)
     assert sorted(map(tuple, unscaled_centroids(model).round(9))) == [(0.0, 0.5), (10.0, 1.5)]
 
 
@@ -115,8 +115,8 @@ def _two_independent_splits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def test_a_feature_with_tiny_weight_does_not_drive_clustering(
         weights: tuple[float, float], follows: int) -> None:
     rows, split_a, split_b = _two_independent_splits(seed=11)
-    model = PersonaKMeans(plain_spec(2, weights), n_clusters=2, stability_rounds=0,
-                          seed=1).fit(rows)
+    model = PersonaKMeans(spec=plain_spec(2, weights), n_clusters=2, stability_rounds=0,
+                          random_state=1).fit(rows)
     truth = (split_a, split_b)
     assert adjusted_rand_score(truth[follows], model.labels_) == pytest.approx(1.0)
     assert abs(adjusted_rand_score(truth[1 - follows], model.labels_)) < 0.1
@@ -124,8 +124,8 @@ def test_a_feature_with_tiny_weight_does_not_drive_clustering(
 
 def test_weights_enter_the_scale_as_square_roots() -> None:
     rows, _, _ = _two_independent_splits(seed=12)
-    model = PersonaKMeans(plain_spec(2, (3.0, 1.0)), n_clusters=2, stability_rounds=0,
-                          seed=1).fit(rows)
+    model = PersonaKMeans(spec=plain_spec(2, (3.0, 1.0)), n_clusters=2, stability_rounds=0,
+                          random_state=1).fit(rows)
     std = rows.std(axis=0)
     expected = np.sqrt(np.array([0.75, 0.25])) / std
     np.testing.assert_allclose(model.params_.scale, expected, rtol=1e-12)
@@ -135,8 +135,8 @@ def test_weights_enter_the_scale_as_square_roots() -> None:
 
 def test_a_tiny_planted_cluster_is_never_released() -> None:
     rows, truth = blobs([(0.0, 0.0), (20.0, 0.0), (10.0, 40.0)], [120, 120, 3], 1.0, seed=5)
-    model = PersonaKMeans(plain_spec(2), n_clusters=3, k_min=10, stability_rounds=0,
-                          seed=2).fit(rows)
+    model = PersonaKMeans(spec=plain_spec(2), n_clusters=3, k_min=10, stability_rounds=0,
+                          random_state=2).fit(rows)
     assert model.k_ == 2
     assert len(model.merged_) == 1
     assert "3 users" in model.merged_[0] and "k-min 10" in model.merged_[0]
@@ -150,8 +150,8 @@ def test_a_tiny_planted_cluster_is_never_released() -> None:
 def test_k_min_also_applies_when_k_is_chosen_automatically() -> None:
     rows, _ = blobs([(0.0, 0.0), (30.0, 0.0), (0.0, 30.0), (60.0, 60.0)], [80, 80, 80, 4],
                     1.0, seed=6)
-    model = PersonaKMeans(plain_spec(2), n_clusters="auto", k_range=(3, 5), k_min=10,
-                          min_share=0.0, stability_rounds=0, seed=3).fit(rows)
+    model = PersonaKMeans(spec=plain_spec(2), n_clusters="auto", k_range=(3, 5), k_min=10,
+                          min_share=0.0, stability_rounds=0, random_state=3).fit(rows)
     assert model.sizes_.min() >= 10
     assert np.linalg.norm(unscaled_centroids(model) - np.array([60.0, 60.0]), axis=1).min() > 10
 
@@ -159,8 +159,8 @@ def test_k_min_also_applies_when_k_is_chosen_automatically() -> None:
 def test_k_min_that_cannot_be_met_is_an_input_error() -> None:
     rows, _ = blobs([(0.0, 0.0), (20.0, 0.0)], [15, 5], 1.0, seed=7)
     with pytest.raises(InputError, match="k-min"):
-        PersonaKMeans(plain_spec(2), n_clusters=2, k_min=10, stability_rounds=0,
-                      seed=0).fit(rows)
+        PersonaKMeans(spec=plain_spec(2), n_clusters=2, k_min=10, stability_rounds=0,
+                      random_state=0).fit(rows)
 
 
 # --- automatic k -----------------------------------------------------------------------
@@ -170,8 +170,8 @@ def test_auto_k_finds_the_planted_number_of_blobs(planted: int) -> None:
     angles = np.linspace(0, 2 * np.pi, planted, endpoint=False)
     centres = [(30 * np.cos(a), 30 * np.sin(a), 10.0 * i) for i, a in enumerate(angles)]
     rows, truth = blobs(centres, [60] * planted, 1.0, seed=planted)
-    model = PersonaKMeans(plain_spec(3), n_clusters="auto", k_range=(2, 7),
-                          stability_rounds=0, seed=4).fit(rows)
+    model = PersonaKMeans(spec=plain_spec(3), n_clusters="auto", k_range=(2, 7),
+                          stability_rounds=0, random_state=4).fit(rows)
     assert model.k_ == planted
     assert adjusted_rand_score(truth, model.labels_) == pytest.approx(1.0)
     assert model.metrics_.k_selection.startswith("auto")
@@ -180,7 +180,7 @@ def test_auto_k_finds_the_planted_number_of_blobs(planted: int) -> None:
 # --- estimator contract ----------------------------------------------------------------
 
 def test_predict_before_fit_raises_not_fitted() -> None:
-    model = PersonaKMeans(plain_spec(2))
+    model = PersonaKMeans(spec=plain_spec(2))
     with pytest.raises(NotFittedError, match="fit"):
         model.predict(FOUR_POINTS)
     assert issubclass(NotFittedError, PersonaError) and issubclass(NotFittedError, AttributeError)
@@ -189,8 +189,8 @@ def test_predict_before_fit_raises_not_fitted() -> None:
 
 def test_init_only_stores_parameters() -> None:
     spec = plain_spec(2)
-    model = PersonaKMeans(spec, n_clusters=4, k_min=3, seed=9)
-    assert (model.spec, model.n_clusters, model.k_min, model.seed) == (spec, 4, 3, 9)
+    model = PersonaKMeans(spec=spec, n_clusters=4, k_min=3, random_state=9)
+    assert (model.spec, model.n_clusters, model.k_min, model.random_state) == (spec, 4, 3, 9)
     assert [name for name in vars(model) if name.endswith("_")] == []
 
 
@@ -203,8 +203,8 @@ def test_init_only_stores_parameters() -> None:
 ], ids=["nan", "inf", "too-wide", "1-d", "3-d"])
 def test_fit_rejects_bad_rows(bad: np.ndarray) -> None:
     with pytest.raises(InputError, match=r"finite|shape"):
-        PersonaKMeans(plain_spec(2), n_clusters=2, k_min=1, stability_rounds=0,
-                      seed=0).fit(bad)
+        PersonaKMeans(spec=plain_spec(2), n_clusters=2, k_min=1, stability_rounds=0,
+                      random_state=0).fit(bad)
 
 
 def test_predict_rejects_bad_rows(four_point_model: PersonaKMeans) -> None:
@@ -217,7 +217,7 @@ def test_predict_rejects_bad_rows(four_point_model: PersonaKMeans) -> None:
 def test_predict_equals_labels_on_training_rows() -> None:
     rows, _ = blobs([(0.0, 0.0, 0.0), (5.0, 5.0, 0.0), (0.0, 5.0, 5.0)], [70, 50, 40], 2.0,
                     seed=8)
-    model = PersonaKMeans(plain_spec(3), n_clusters=3, stability_rounds=0, seed=5).fit(rows)
+    model = PersonaKMeans(spec=plain_spec(3), n_clusters=3, stability_rounds=0, random_state=5).fit(rows)
     np.testing.assert_array_equal(model.predict(rows), model.labels_)
     # personas are numbered by size, largest first
     assert list(model.sizes_) == sorted(model.sizes_, reverse=True)
@@ -227,10 +227,35 @@ def test_same_seed_gives_identical_parameters() -> None:
     rows, _ = blobs([(0.0, 0.0), (4.0, 4.0), (8.0, 0.0)], [60, 60, 60], 1.5, seed=9)
 
     def fit() -> PersonaKMeans:
-        return PersonaKMeans(plain_spec(2), n_clusters="auto", k_range=(2, 4),
-                             stability_rounds=2, seed=1234).fit(rows)
+        return PersonaKMeans(spec=plain_spec(2), n_clusters="auto", k_range=(2, 4),
+                             stability_rounds=2, random_state=1234).fit(rows)
 
     first, second = fit(), fit()
     assert first.params_ == second.params_
     np.testing.assert_array_equal(first.labels_, second.labels_)
     assert first.metrics_ == second.metrics_
+
+
+def test_both_estimators_follow_one_convention_and_clone() -> None:
+    from sklearn.base import clone
+
+    from edgepersona.trainer.privacy.dp_kmeans import DPKMeans
+
+    spec = plain_spec(2)
+    for model in (PersonaKMeans(spec=spec, n_clusters=2, k_min=2, stability_rounds=0,
+                                random_state=4),
+                  DPKMeans(n_clusters=2, epsilon=2.0, bounds=(0.0, 10.0), k_min=-math.inf,
+                           random_state=4)):
+        params = model.get_params()
+        assert "random_state" in params and "seed" not in params
+        copy = clone(model)
+        assert type(copy) is type(model) and copy.get_params() == params
+        assert copy.set_params(random_state=5) is copy and copy.random_state == 5
+        assert model.random_state == 4
+        with pytest.raises(NotFittedError):
+            copy.predict(FOUR_POINTS)
+        with pytest.raises(InputError, match="unknown parameter 'seed'"):
+            copy.set_params(seed=1)
+        assert [name for name in vars(copy) if name.endswith("_")] == []
+        assert model.fit(FOUR_POINTS * 2.0) is model
+        assert len(model.predict(FOUR_POINTS)) == len(FOUR_POINTS)

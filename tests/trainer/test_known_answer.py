@@ -63,7 +63,7 @@ def test_two_personas_on_log_spend_recover_the_channel(
         spec = spend_spec([(0.0, 1e6)] * len(SPEND), "declared")
     else:
         spec = spend_spec([(float(c.min()), float(c.max())) for c in rows.T], "data")
-    model = PersonaKMeans(spec, n_clusters=2, stability_rounds=0, seed=seed).fit(rows)
+    model = PersonaKMeans(spec=spec, n_clusters=2, stability_rounds=0, random_state=seed).fit(rows)
     ari = adjusted_rand_score(truth, model.labels_)
     share = purity(truth, model.labels_)
     print(f"[known answer] wholesale k=2 log1p, bounds {bounds}, seed {seed}:"
@@ -80,7 +80,7 @@ def test_the_log_transform_is_what_makes_the_channels_separable(
         for name in SPEND))
     logged = spend_spec([(0.0, 1e6)] * len(SPEND), "declared")
     ari = {name: adjusted_rand_score(truth, PersonaKMeans(
-        spec, n_clusters=2, stability_rounds=0, seed=0).fit(rows).labels_)
+        spec=spec, n_clusters=2, stability_rounds=0, random_state=0).fit(rows).labels_)
         for name, spec in (("raw", raw), ("log1p", logged))}
     print(f"[known answer] wholesale k=2: ARI raw spend {ari['raw']:.3f},"
           f" log spend {ari['log1p']:.3f}")

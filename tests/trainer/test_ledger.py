@@ -16,13 +16,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from edgepersona.sdk import InputError, ModelIntegrityError
 from edgepersona.trainer.errors import BudgetExceededError
-from edgepersona.trainer.privacy import ledger as ledger_module
-from edgepersona.trainer.privacy.ledger import (
-    PrivacyLedger,
-    gaussian_delta,
-    gaussian_epsilon,
-    gaussian_mu,
-)
+from edgepersona.trainer.privacy import ledger_store as ledger_module
+from edgepersona.trainer.privacy.accounting import gaussian_delta, gaussian_epsilon, gaussian_mu
+from edgepersona.trainer.privacy.ledger import PrivacyLedger
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))

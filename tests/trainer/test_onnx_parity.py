@@ -102,7 +102,7 @@ def exported(request: pytest.FixtureRequest, retail_log: EventLog,
     else:
         spec, rows = retail_spec, compute_features(retail_log, retail_spec)
         k = 4
-    model = PersonaKMeans(spec, n_clusters=k, stability_rounds=0, seed=3).fit(rows)
+    model = PersonaKMeans(spec=spec, n_clusters=k, stability_rounds=0, random_state=3).fit(rows)
     return Exported(request.param, model, session_for(model.params_), rows)
 
 

@@ -16,6 +16,7 @@ manifest (so it is known to be able to fail).
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import re
 import shutil
@@ -154,7 +155,7 @@ def test_a_private_train_bundle_run_leaks_no_raw_id(
                            source=log.source)
     result = train_bundle(rows, bundle_spec, signing_key, options,
                           lineage={"source": log.source, "users": log.n_users},
-                          bad_rows=log.bad_rows, progress=messages.append)
+                          bad_rows=log.bad_rows, progress=messages.append, user_ids=log.user_keys)
     assert result.manifest.privacy.epsilon == 1.0 and len(result.manifest.personas) >= 2
     write_bundle(outputs / "bundle", result.files)
     zip_bundle(result.files, outputs / "bundle.zip")
@@ -187,6 +188,11 @@ def test_the_private_cli_train_leaks_no_raw_id(
     assert {"ledger.jsonl", "manifest.json", "model.onnx", "cards.md", "cards.json",
             "bundle.zip"} <= written
     assert scan(blobs, ids) == []
+    # lineage.source (shipped to every device), the ledger and the audit carry an opaque
+    # label, never the training file's name.
+    manifest = json.loads((outputs / "bundle" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["lineage"]["source"].startswith("source-")
+    assert scan(blobs, [events.name]) == []
 
 
 # --- the scan can fail --------------------------------------------------------------------------
@@ -220,7 +226,46 @@ def test_the_scan_finds_an_id_that_a_real_run_writes(
     options = TrainOptions(model_id="leaky", k=4, k_min=5, seed=3, epsilon=1.0, ledger=ledger,
                            source=ids[5])
     result = train_bundle(bundle_training_rows, bundle_spec, signing_key, options,
-                          lineage={"source": ids[5]})
+                          lineage={"source": ids[5]},
+                          user_ids=[f"row-{i}" for i in range(len(bundle_training_rows))])
     write_bundle(tmp_path / "bundle", result.files)
     hits = scan(file_blobs(tmp_path), ids)
     assert set(hits) == {(str(ledger), ids[5]), (str(tmp_path / "bundle" / "manifest.json"), ids[5])}
+
+
+# --- malformed rows are never quoted --------------------------------------------------------------
+
+MALFORMED_ROWS = {
+    "extra field": "{user},1740000000,session,,,extra",
+    "missing fields": "{user},1740000000",
+    "unclosed quote": '"{user},1740000000,session,,',
+}
+
+
+@pytest.mark.parametrize("command", ["train", "spec suggest", "assign"])
+@pytest.mark.parametrize("kind", sorted(MALFORMED_ROWS))
+def test_errors_about_a_malformed_row_never_quote_it(
+        command: str, kind: str, inputs: tuple[Path, Path], outputs: Path, ids: list[str],
+        signing_keys: Any, bundle_dir: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    events, spec = inputs
+    planted = ids[-1]  # in no good row: a hit can only come from the malformed one
+    lines = events.read_text(encoding="utf-8").splitlines()
+    lines.insert(len(lines) // 2, MALFORMED_ROWS[kind].format(user=planted))
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    public = outputs.parent / "trusted.pub.pem"
+    public.write_bytes(signing_keys.public_pem)
+    args = {"train": ["train", "--events", str(events), "--spec", str(spec), "--key",
+                      str(signing_keys.private_path), "--out", str(outputs / "bundle"), "--k", "3"],
+            "spec suggest": ["spec", "suggest", str(events), "--out", str(outputs / "spec.json")],
+            "assign": ["assign", str(bundle_dir), "--trusted-key", str(public), "--events",
+                       str(events), "--json"]}[command]
+    code = main(args)
+    captured = capfd.readouterr()
+    assert code == 1, captured.err
+    assert len(captured.err.splitlines()) == 1 and "cannot read events.csv" in captured.err
+    assert "row" in captured.err or "binary" in captured.err
+    blobs: dict[str, bytes | str] = {**file_blobs(outputs), "stdout": captured.out,
+                                     "stderr": captured.err, "logs": log_text(caplog.records)}
+    assert scan(blobs, [planted]) == []

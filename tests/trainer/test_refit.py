@@ -134,7 +134,7 @@ def test_noise_scale_matches_the_sensitivity_analysis(trained: TrainResult) -> N
     zero = PersonaAggregates(np.full(4, 1e6), np.zeros((4, d)), np.zeros((4, d)))
     draws = np.array([noisy_aggregates(trained.manifest, zero, RefitPrivacy(epsilon=1.0, seed=s)
                                        ).counts - 1e6 for s in range(400)]).ravel()
-    from edgepersona.trainer.privacy.ledger import gaussian_mu
+    from edgepersona.trainer.privacy.accounting import gaussian_mu
 
     expected = np.sqrt(2.0) / gaussian_mu(1.0, 1e-6)
     assert abs(draws.std() / expected - 1.0) < 0.1

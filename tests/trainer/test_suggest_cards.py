@@ -10,18 +10,26 @@ import numpy as np
 import pytest
 
 from edgepersona.sdk import FeatureSpec, InputError, PersonaCard, load_spec_json
+from edgepersona.trainer.data.bounds import GRID
 from edgepersona.trainer.data.events import EventLog, read_event_log
+from edgepersona.trainer.data.facts import UserFacts, log_facts
 from edgepersona.trainer.data.features import compute_features
 from edgepersona.trainer.data.suggest import suggest_spec, suggest_table_spec
 from edgepersona.trainer.engines.kmeans import PersonaKMeans
-from edgepersona.trainer.release.cards import MIN_TRAIT_Z, TOP_TRAITS, build_cards, cards_markdown
+from edgepersona.trainer.release.cards import (
+    MIN_TRAIT_Z,
+    TOP_TRAITS,
+    build_cards,
+    cards_markdown,
+    human_number,
+)
 
 # --- spec suggestions ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def suggested(retail_log: EventLog) -> FeatureSpec:
-    return suggest_spec(retail_log)
+    return suggest_spec(retail_log, seed=11)
 
 
 def test_suggested_spec_is_valid_and_round_trips(suggested: FeatureSpec) -> None:
@@ -29,12 +37,13 @@ def test_suggested_spec_is_valid_and_round_trips(suggested: FeatureSpec) -> None
     assert len(set(suggested.names)) == len(suggested.names)
 
 
-def test_suggested_bounds_are_finite_increasing_and_flagged_data_derived(
+def test_suggested_bounds_are_finite_increasing_round_and_flagged_coarse(
         suggested: FeatureSpec) -> None:
     for feature in suggested.features:
         low, high = feature.bounds
         assert math.isfinite(low) and math.isfinite(high) and low < high, feature.name
-        assert feature.bounds_source == "data", feature.name
+        assert feature.bounds_source == "coarse", feature.name
+        assert low in GRID and high in GRID, feature.name
         if feature.transform == "log1p":
             assert low >= 0.0, feature.name
 
@@ -44,7 +53,7 @@ def test_suggested_bounds_clip_only_the_tails(suggested: FeatureSpec,
     rows = compute_features(retail_log, suggested)
     for j, feature in enumerate(suggested.features):
         low, high = feature.bounds
-        assert (rows[:, j] > high).mean() <= 0.02, feature.name
+        assert (rows[:, j] > high).mean() <= 0.03, feature.name
         assert (rows[:, j] < low).mean() <= 0.02, feature.name
 
 
@@ -62,9 +71,11 @@ def test_suggested_spec_counts_every_frequent_event_plus_recency_and_active_days
     # values are summed and averaged for events that carry them
     assert {(f.event, f.aggregate) for f in suggested.features if f.property == "value"} == {
         ("purchase", "sum"), ("purchase", "mean"), ("return", "sum"), ("return", "mean")}
-    # every extra property column gets a distinct count, the identifier column never does
-    assert {f.property for f in suggested.features if f.aggregate == "distinct"} == {
-        "invoice", "product"}
+    # extra property columns get a distinct count, the identifier column never does; the
+    # distinct products move with the purchase count (one line per product), so they go
+    assert {f.property for f in suggested.features if f.aggregate == "distinct"} == {"invoice"}
+    assert any(n.startswith("dropped distinct_product: it moves with purchase_count")
+               for n in suggested.notes)
 
 
 def test_suggested_windows_blend_a_short_and_a_long_half_life(suggested: FeatureSpec,
@@ -91,7 +102,7 @@ def test_table_suggestion_log_transforms_skewed_columns() -> None:
     assert spec.names == ("spend", "score")
     transforms = {f.name: f.transform for f in spec.features}
     assert transforms == {"spend": "log1p", "score": "none"}
-    assert {f.bounds_source for f in spec.features} == {"data"}
+    assert {f.bounds_source for f in spec.features} == {"coarse"}
     with pytest.raises(InputError):
         suggest_table_spec({})
 
@@ -118,17 +129,18 @@ def test_suggestion_works_for_any_event_and_column_names(tmp_path: Path, events:
 
 CardsFixture = tuple[tuple[PersonaCard, ...], np.ndarray, np.ndarray]
 
-def number(value: float) -> str:
-    """How the cards print a number (the documented compact form)."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+@pytest.fixture(scope="module")
+def retail_facts(retail_log: EventLog, retail_spec: FeatureSpec) -> UserFacts:
+    return log_facts(retail_log, retail_spec)
 
 
 @pytest.fixture(scope="module")
-def retail_cards(retail_log: EventLog, retail_spec: FeatureSpec
+def retail_cards(retail_log: EventLog, retail_spec: FeatureSpec, retail_facts: UserFacts
                  ) -> CardsFixture:
     rows = compute_features(retail_log, retail_spec)
-    model = PersonaKMeans(retail_spec, n_clusters=4, stability_rounds=0, seed=0).fit(rows)
-    return build_cards(retail_spec, rows, model.labels_, model.k_), rows, model.labels_
+    model = PersonaKMeans(spec=retail_spec, n_clusters=4, stability_rounds=0, random_state=0).fit(rows)
+    cards = build_cards(retail_spec, rows, model.labels_, model.k_, facts=retail_facts)
+    return cards, rows, model.labels_
 
 
 def test_cards_are_in_index_order_with_unique_names_and_ids(retail_cards: CardsFixture) -> None:
@@ -146,7 +158,7 @@ def test_card_shares_are_the_persona_sizes_and_sum_to_one(retail_cards: CardsFix
 
 
 def test_traits_are_the_strongest_deviations_and_their_sentences_quote_the_values(
-        retail_cards: CardsFixture, retail_spec: FeatureSpec) -> None:
+        retail_cards: CardsFixture, retail_spec: FeatureSpec, retail_facts: UserFacts) -> None:
     cards, rows, labels = retail_cards
     lower = np.array([f.bounds[0] for f in retail_spec.features])
     upper = np.array([f.bounds[1] for f in retail_spec.features])
@@ -162,9 +174,15 @@ def test_traits_are_the_strongest_deviations_and_their_sentences_quote_the_value
             assert trait.direction == ("high" if trait.z > 0 else "low")
             assert trait.value == pytest.approx(clipped[labels == card.index, j].mean())
             assert trait.population == pytest.approx(clipped[:, j].mean())
-            assert number(trait.value) in trait.sentence
-            assert number(trait.population) in trait.sentence
+            # the model feature stays exact in the JSON; the sentence shows people's units
+            members = retail_facts.display[labels == card.index, j]
+            assert trait.display_value == pytest.approx(np.nanmean(members))
+            assert trait.display_population == pytest.approx(np.nanmean(retail_facts.display[:, j]))
+            assert trait.display_value is not None and trait.display_population is not None
+            assert human_number(trait.display_value) in trait.sentence
+            assert human_number(trait.display_population) in trait.sentence
             assert retail_spec.features[j].display_label().lower() in trait.sentence.lower()
+            assert "'" not in trait.sentence and "e-" not in trait.sentence
         assert f"{card.share:.0%} of users" in card.description
 
 
@@ -190,7 +208,8 @@ def test_personas_that_look_alike_still_get_unique_names() -> None:
     cards = build_cards(spec, rows, labels, 4)
     names = [c.name for c in cards]
     assert names[0] == "Rare buyers"
-    assert names[1:] == ["Frequent buyers", "Frequent buyers (2)", "Frequent buyers (3)"]
+    # the most distinctive persona (51 orders) takes the plain name first
+    assert names[1:] == ["Frequent buyers (2)", "Frequent buyers", "Frequent buyers (3)"]
 
 
 def test_a_persona_without_distinguishing_traits_is_called_typical() -> None:
@@ -200,4 +219,15 @@ def test_a_persona_without_distinguishing_traits_is_called_typical() -> None:
     cards = build_cards(spec, rows, np.array([0, 0, 1, 1]), 2)
     assert [c.name for c in cards] == ["Typical users", "Typical users (2)"]
     assert all(c.traits == () for c in cards)
-    assert "no trait stands out" in cards[0].description
+    assert "close to the average on every feature" in cards[0].description
+
+
+def test_cards_from_model_features_alone_say_they_are_recency_weighted() -> None:
+    spec = load_spec_json('{"features": [{"name": "orders", "event": "buy", "aggregate": "count",'
+                          ' "window": {"kind": "half_life", "half_lives_days": [30]},'
+                          ' "bounds": [0, 100], "label": "orders"}]}')
+    rows = np.array([[0.0]] * 10 + [[50.0]] * 10)
+    cards = build_cards(spec, rows, np.array([0] * 10 + [1] * 10), 2)
+    assert cards[1].traits[0].sentence == ("Orders: 50 (recency-weighted) vs 25 across all users"
+                                           " (2.0x).")
+    assert cards[1].traits[0].display_value is None

@@ -17,6 +17,10 @@ from edgepersona.trainer.privacy.ledger import PrivacyLedger
 from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 
+def user_ids(rows: npt.NDArray[np.float64]) -> list[str]:
+    return [f"user-{i}" for i in range(len(rows))]
+
+
 def options(ledger_file: Path | None, **changes: object) -> TrainOptions:
     base: dict[str, object] = {"model_id": "private", "k": 4, "seed": 5, "k_min": 5,
                                "epsilon": 1.0, "delta": 1e-6, "ledger": ledger_file,
@@ -31,7 +35,8 @@ def test_private_release_spends_the_ledger_and_releases_only_post_processing(
     ledger_path = tmp_path / "ledger.jsonl"
     PrivacyLedger(ledger_path, signing_key).set_budget("synthetic", epsilon=2.5, delta=1e-5)
     result = train_bundle(bundle_training_rows, bundle_spec, signing_key, options(ledger_path),
-                          lineage={"source": "synthetic"})
+                          lineage={"source": "synthetic"},
+                          user_ids=user_ids(bundle_training_rows))
     manifest = result.manifest
     assert (manifest.privacy.epsilon, manifest.privacy.delta) == (1.0, 1e-6)
     assert manifest.privacy.mechanism and "gaussian" in manifest.privacy.mechanism
@@ -56,7 +61,8 @@ def test_a_release_beyond_the_budget_is_refused_before_any_noise(
     ledger_path = tmp_path / "ledger.jsonl"
     PrivacyLedger(ledger_path, signing_key).set_budget("synthetic", epsilon=1.0, delta=1e-5)
     train_bundle(bundle_training_rows, bundle_spec, signing_key, options(ledger_path),
-                 lineage={"source": "synthetic"})
+                 lineage={"source": "synthetic"},
+                          user_ids=user_ids(bundle_training_rows))
     import edgepersona.trainer.release.train_private as private
 
     def no_fit(*_args: object, **_kwargs: object) -> None:
@@ -65,7 +71,8 @@ def test_a_release_beyond_the_budget_is_refused_before_any_noise(
     monkeypatch.setattr(private.DPKMeans, "fit", no_fit)
     with pytest.raises(BudgetExceededError):
         train_bundle(bundle_training_rows, bundle_spec, signing_key, options(ledger_path),
-                     lineage={"source": "synthetic"})
+                     lineage={"source": "synthetic"},
+                          user_ids=user_ids(bundle_training_rows))
     assert PrivacyLedger(ledger_path, signing_key).status("synthetic").releases == 1
 
 
@@ -79,7 +86,8 @@ def test_data_derived_bounds_warn_and_are_recorded(
     PrivacyLedger(ledger_path, signing_key).set_budget("synthetic", epsilon=5, delta=1e-5)
     with pytest.warns(PrivacyLeakWarning):
         result = train_bundle(bundle_training_rows, leaky, signing_key, options(ledger_path),
-                              lineage={"source": "synthetic"})
+                              lineage={"source": "synthetic"},
+                          user_ids=user_ids(bundle_training_rows))
     assert any("PrivacyLeakWarning" in note and "sessions" in note
                for note in result.manifest.privacy.notes)
     assert result.manifest.privacy.bounds_source == "mixed"
@@ -92,7 +100,9 @@ def test_private_release_needs_a_fixed_k_and_a_ledger(
         warnings.simplefilter("error")
         with pytest.raises(InputError, match="fixed --k"):
             train_bundle(bundle_training_rows, bundle_spec, signing_key,
-                         options(tmp_path / "l.jsonl", k="auto"), lineage={"source": "s"})
+                         options(tmp_path / "l.jsonl", k="auto"), lineage={"source": "s"},
+                         user_ids=user_ids(bundle_training_rows))
         with pytest.raises(InputError, match="--ledger"):
             train_bundle(bundle_training_rows, bundle_spec, signing_key,
-                         options(None), lineage={"source": "s"})
+                         options(None), lineage={"source": "s"},
+                         user_ids=user_ids(bundle_training_rows))

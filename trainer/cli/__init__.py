@@ -8,15 +8,14 @@ install.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
+from edgepersona.trainer.cli._errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, one_line
 from edgepersona.trainer.cli._parser import build_parser
 
 __all__ = ["main"]
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,10 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The process exit code (also used by the console script).
+        The process exit code (also used by the console script); the table is
+        in ``edgepersona --help``.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error (2), already printed by argparse
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
@@ -38,21 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgepersona: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
     except Exception as exc:
         if args.debug:
             raise
-        print(f"edgepersona: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"edgepersona: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
 
 
-def _one_line(exc: BaseException) -> str:
-    """The error as one line, naming the type for errors that are not ours."""
-    from edgepersona.sdk import PersonaError
-
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, PersonaError | FileNotFoundError | PermissionError | IsADirectoryError):
-        return text
-    if isinstance(exc, ModuleNotFoundError):
-        return (f"{text}; this command needs the trainer extras:"
-                " pip install 'edgepersona[trainer]'")
-    return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+def _reader_went_away() -> int:
+    """Stop quietly when stdout's reader has closed (``assign --json | head``), as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    except (OSError, ValueError):  # stdout is not a file (captured in-process)
+        pass
+    return EXIT_OK

@@ -10,20 +10,58 @@ import numpy as np
 from rich.table import Table
 
 from edgepersona.sdk import InputError, PersonaRuntime
+from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
+from edgepersona.trainer.cli._errors import EXIT_AUDIT_FAILED, EXIT_OK
 from edgepersona.trainer.cli._render import console, print_json
 
-__all__ = ["audit"]
+__all__ = ["add_parser", "audit"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``audit``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    parser = sub.add_parser("audit", help="privacy audit of a bundle: integrity, budget, egress, checks")
+    parser.add_argument("bundle", help="bundle folder or .zip, or a folder of released bundles"
+                        " (checked against --ledger: every private release present, in order)")
+    parser.add_argument("--ledger", help="privacy budget ledger (file, sqlite:/// or postgresql://"
+                        " URL) to verify, summarise and hold to each release's recorded head")
+    parser.add_argument("--source", help="only this ledger source")
+    parser.add_argument("--db", help="collector database URL, to list what it stores")
+    parser.add_argument("--data", help="event log for the fairness table (with --group-column)")
+    parser.add_argument("--group-column", help="audit-only attribute (e.g. region); never clustered")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    parser.add_argument("--html", metavar="OUT.html", help="also write the audit as an HTML page")
+    add_trusted(parser)
+    parser.set_defaults(handler=audit)
 
 
 def audit(args: argparse.Namespace) -> int:
-    """Build the audit, print it, and exit non-zero when a check fails."""
+    """Build the audit, print it, and exit non-zero when a check fails.
+
+    Args:
+        args: the parsed ``audit`` options.
+
+    Returns:
+        0 when every check passes, 3 when one fails.
+    """
     from edgepersona.trainer.privacy.audit import build_audit
 
-    keys = [Path(k).read_bytes() for k in args.trusted_key]
+    keys = trusted_keys(args)
+    target = Path(args.bundle)
+    if target.is_dir() and not (target / "manifest.json").exists():
+        return _audit_folder(args, keys)
     fairness = _fairness(args, keys) if args.group_column else None
     report = build_audit(args.bundle, trusted_keys=keys,
-                         ledger=Path(args.ledger) if args.ledger else None, source=args.source,
+                         ledger=args.ledger or None, source=args.source,
                          db=args.db, fairness=fairness)
+    if args.db:
+        from edgepersona.trainer.collector import small_cells_at_rest
+        from edgepersona.trainer.privacy.audit import add_small_cells_check
+
+        add_small_cells_check(report, small_cells_at_rest(args.db, report["privacy"]["k_min"]))
     if args.html:
         from edgepersona.trainer.cli._report import write_text_atomic
         from edgepersona.trainer.report import render_audit_report
@@ -33,7 +71,30 @@ def audit(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         _print(report)
-    return 0 if report["passed"] else 3
+    return EXIT_OK if report["passed"] else EXIT_AUDIT_FAILED
+
+
+def _audit_folder(args: argparse.Namespace, keys: list[bytes]) -> int:
+    """A folder of released bundles against the ledger: every private release present, in order."""
+    from edgepersona.trainer.privacy.ledger_audit import audit_releases
+
+    if not args.ledger:
+        raise InputError("auditing a folder of bundles needs --ledger: it checks every private"
+                         " release against the ledger")
+    report = audit_releases(args.bundle, ledger=args.ledger, trusted_keys=keys)
+    if args.json:
+        print_json(report)
+        return EXIT_OK if report["passed"] else EXIT_AUDIT_FAILED
+    verdict = "[bold green]PASS[/]" if report["passed"] else "[bold red]FAIL[/]"
+    console.print(f"{verdict}  {len(report['bundles'])} bundle(s) against a ledger of"
+                  f" {report['ledger']['entries']} entries")
+    table = Table(title="Automated checks", title_justify="left")
+    for column in ("check", "result", "figure"):
+        table.add_column(column)
+    for c in report["checks"]:
+        table.add_row(c["check"], "pass" if c["passed"] else "[red]FAIL[/]", c["figure"])
+    console.print(table)
+    return EXIT_OK if report["passed"] else EXIT_AUDIT_FAILED
 
 
 def _fairness(args: argparse.Namespace, keys: list[bytes]) -> dict[str, Any]:

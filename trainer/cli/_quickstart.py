@@ -17,11 +17,31 @@ from pathlib import Path
 import numpy as np
 
 from edgepersona.sdk import InputError, PersonaRuntime, load_spec_json
+from edgepersona.trainer.cli._args import Subparsers
 from edgepersona.trainer.cli._render import console, print_assignments, print_cards, progress_steps
+from edgepersona.trainer.cli._types import k_or_auto, non_negative_int, positive_int
 
-__all__ = ["quickstart"]
+__all__ = ["add_parser", "quickstart"]
 
 HOLDOUT_SHARE = 0.1
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``quickstart``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    parser = sub.add_parser("quickstart", help="train, sign, verify and assign on bundled data")
+    parser.add_argument("--dir", help="work folder (default: a new temporary folder)")
+    parser.add_argument("--k", type=k_or_auto, default="auto", help="number of personas or 'auto'")
+    parser.add_argument("--seed", type=non_negative_int, default=7, help="random seed (default 7)")
+    parser.add_argument("--show", type=non_negative_int, default=12, help="held-back users to list (12)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="the whole sync loop: gateways, collector, refit, drift gate, update")
+    parser.add_argument("--customers", type=positive_int, default=300,
+                        help="with --dynamic: customers served by the simulated gateways (300)")
+    parser.set_defaults(handler=quickstart)
 
 
 def _dataset(name: str) -> Path:
@@ -34,6 +54,8 @@ def _work_folder(requested: str | None) -> Path:
     if requested is None:
         return Path(tempfile.mkdtemp(prefix="edgepersona-quickstart-"))
     work = Path(requested)
+    if work.exists() and not work.is_dir():
+        raise InputError(f"--dir {work} is a file; pass an empty or new folder")
     if work.exists() and any(work.iterdir()):
         raise InputError(f"{work} is not empty; pass an empty or new folder to --dir")
     work.mkdir(parents=True, exist_ok=True)
@@ -41,8 +63,16 @@ def _work_folder(requested: str | None) -> Path:
 
 
 def quickstart(args: argparse.Namespace) -> int:
-    """Run the quickstart (see the module docstring)."""
+    """Run the quickstart (see the module docstring).
+
+    Args:
+        args: the parsed ``quickstart`` options.
+
+    Returns:
+        0 on success.
+    """
     from edgepersona.trainer.data.events import read_event_log
+    from edgepersona.trainer.data.facts import log_facts
     from edgepersona.trainer.data.features import compute_features
     from edgepersona.trainer.data.replay import replay_on_device
     from edgepersona.trainer.release.export import write_bundle, zip_bundle
@@ -67,11 +97,11 @@ def quickstart(args: argparse.Namespace) -> int:
     with progress_steps("training") as step:
         train_log = log.subset(kept)
         rows = compute_features(train_log, spec, reference)
-        options = TrainOptions(model_id="retail-personas", k="auto" if args.k == "auto"
-                               else int(args.k), seed=args.seed)
+        options = TrainOptions(model_id="retail-personas", k=args.k, seed=args.seed)
         result = train_bundle(rows, spec, load_signing_key(private), options,
                               lineage={"source": log.source, "users": len(kept)},
-                              bad_rows=log.bad_rows, progress=step)
+                              bad_rows=log.bad_rows, progress=step,
+                              facts=log_facts(train_log, spec, reference))
     bundle_dir = write_bundle(work / "bundle", result.files)
     archive = zip_bundle(result.files, work / "bundle.zip")
     print_cards(result.manifest)

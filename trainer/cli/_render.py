@@ -90,5 +90,9 @@ def progress_steps(title: str, quiet: bool = False) -> Iterator[Callable[[str], 
             bar.update(task, step=message)
             bar.console.print(f"  {message}")
 
-        yield step
+        try:
+            yield step
+        except BaseException:
+            bar.live.transient = True  # erase the spinner line: the error is the last word
+            raise
         bar.update(task, total=1, completed=1, step="done")

@@ -8,10 +8,26 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from edgepersona.sdk import Manifest, PersonaRuntime
+from edgepersona.sdk import InputError, Manifest, PersonaRuntime
+from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
 from edgepersona.trainer.cli._render import console
 
-__all__ = ["drift_markdown_beside", "report", "write_text_atomic"]
+__all__ = ["add_parser", "drift_markdown_beside", "report", "write_text_atomic"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Add ``report``.
+
+    Args:
+        sub: the root parser's sub-commands.
+    """
+    parser = sub.add_parser("report", help="write a verified bundle as a self-contained HTML page")
+    parser.add_argument("bundle", help="bundle folder or .zip")
+    parser.add_argument("--previous", metavar="BUNDLE",
+                        help="the previous version (folder or .zip), to show what changed")
+    parser.add_argument("--html", required=True, metavar="OUT.html", help="the HTML file to write")
+    add_trusted(parser)
+    parser.set_defaults(handler=report)
 
 
 def _verified(bundle: str, keys: list[bytes], now: datetime | None = None) -> Manifest:
@@ -71,7 +87,9 @@ def report(args: argparse.Namespace) -> int:
     """
     from edgepersona.trainer.report import render_persona_report
 
-    keys = [Path(k).read_bytes() for k in args.trusted_key]
+    if Path(args.html).is_dir():
+        raise InputError(f"--html {args.html} is a folder; pass the HTML file to write")
+    keys = trusted_keys(args)
     manifest = _verified(args.bundle, keys)
     # The previous version may have expired since; it must have been valid when this one was built.
     previous = _verified(args.previous, keys, manifest.created_at) if args.previous else None

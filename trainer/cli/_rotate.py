@@ -16,11 +16,30 @@ from pathlib import Path
 from edgepersona.sdk import InputError
 from edgepersona.sdk.protocol.rotation import build_rotation_statement
 from edgepersona.sdk.protocol.signing import key_id
+from edgepersona.trainer.cli._args import Subparsers
 from edgepersona.trainer.cli._render import console
+from edgepersona.trainer.cli._types import days, positive_int
 
-__all__ = ["keys_rotate"]
+__all__ = ["add_parser", "keys_rotate"]
 
 _MAX_VALID_DAYS = 36_500  # days
+
+
+def add_parser(keys: Subparsers) -> None:
+    """Add ``keys rotate``.
+
+    Args:
+        keys: the ``keys`` command's actions.
+    """
+    rotate = keys.add_parser("rotate", help="sign a statement moving devices to a new signing key")
+    rotate.add_argument("--old", required=True, help="folder (or PEM file) of the key being retired")
+    rotate.add_argument("--new", required=True, help="folder (or PEM file) of the key taking over")
+    rotate.add_argument("--out", required=True, help="statement file to write (never overwritten)")
+    rotate.add_argument("--counter", type=positive_int, required=True,
+                        help="rotation number, greater than every earlier rotation's")
+    rotate.add_argument("--expires-days", type=days, default=365.0,
+                        help="days devices accept the statement (365)")
+    rotate.set_defaults(handler=keys_rotate)
 
 
 def keys_rotate(args: argparse.Namespace) -> int:

@@ -10,11 +10,13 @@ Endpoints::
     GET  /v1/metrics              accepted / duplicate / rejected-by-reason counts
 
 ``POST /v1/sync`` answers a single envelope with the status of its outcome
-(200 accepted or duplicate, 400 invalid envelope, 422 for the other
-rejections) and a batch with 200 and one result per envelope. A body over the
-limit gets 413, a body of another media type 415, malformed framing 400; none
-of these touch the aggregates. Every rejection is final: retrying the same
-envelope cannot succeed, while a 5xx may be retried (replays are counted once).
+(200 accepted or duplicate, 400 invalid envelope, 429 over a quota, 422 for
+the other rejections) and a batch with 200 and one result per envelope. A body
+over the limit gets 413, a body of another media type 415, malformed framing
+400, and, when admission is required, a request without a valid
+``Authorization: Bearer <token>`` 401; none of these touch the aggregates.
+Every rejection is final: retrying the same envelope cannot succeed, while a
+5xx may be retried (replays are counted once).
 """
 
 from __future__ import annotations
@@ -100,14 +102,25 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _bearer(request: Request) -> str | None:
+    """The bearer token of the Authorization header, if any."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 def _add_sync(app: FastAPI, collector: Collector) -> None:
     """Register ``POST /v1/sync``."""
     refusals: dict[int | str, dict[str, Any]] = {
         400: {"model": SyncResponse | ErrorResponse,  # one invalid envelope, or a malformed body
               "description": "invalid envelope (opaque) or malformed body"},
+        401: {"model": ErrorResponse, "description": "admission required: no valid token"},
         413: {"model": ErrorResponse, "description": "body or batch over the limit"},
         415: {"model": ErrorResponse, "description": "not application/octet-stream"},
-        422: {"model": SyncResponse, "description": "stale, future, unknown version, bad shape"}}
+        422: {"model": SyncResponse, "description": "stale, future, unknown version, bad shape,"
+                                                    " inconsistent persona"},
+        429: {"model": SyncResponse, "description": "over the pseudonym's or the token's quota"}}
 
     @app.post("/v1/sync", response_model=SyncResponse, responses=refusals, openapi_extra=_SYNC_BODY,
               summary="Submit one sealed envelope or a batch")
@@ -122,9 +135,12 @@ def _add_sync(app: FastAPI, collector: Collector) -> None:
             return _refusal(Outcome.BODY_TOO_LARGE,
                             f"the body is over the {collector.config.max_body_bytes}-byte limit")
         try:
-            report = await run_in_threadpool(collector.ingest, body)
+            report = await run_in_threadpool(collector.ingest, body, token=_bearer(request))
         except FramingError as exc:
-            return _refusal(exc.outcome, str(exc))
+            refusal = _refusal(exc.outcome, str(exc))
+            if exc.outcome is Outcome.ADMISSION_REQUIRED:
+                refusal.headers["WWW-Authenticate"] = 'Bearer realm="edgepersona-sync"'
+            return refusal
         response = SyncResponse.from_report(report)
         return JSONResponse(response.model_dump(mode="json"), status_code=report.http_status)
 
@@ -180,6 +196,6 @@ def _add_status(app: FastAPI, collector: Collector) -> None:
         counts = collector.counts()
         return MetricsResponse(
             accepted=counts[Outcome.ACCEPTED], duplicate=counts[Outcome.DUPLICATE],
-            rejected={o.value: n for o, n in counts.items() if o.status == "rejected"},
-            ledger_keys=collector.store.ledger_size(),
+            rejected={o.value: n for o, n in counts.items() if o.refused},
+            ledger_keys=collector.store.dedupe_size(),
             accepted_versions=sorted(collector.accepted_versions()))

@@ -44,7 +44,7 @@ import numpy as np
 from edgepersona.sdk import InputError, Manifest, SchemaError
 from edgepersona.sdk.protocol.assign import model_space
 from edgepersona.sdk.protocol.bundle import MANIFEST_NAME, MAX_MANIFEST_BYTES
-from edgepersona.sdk.protocol.manifest import parse_manifest
+from edgepersona.sdk.protocol.manifest import AssignerParams, parse_manifest
 
 __all__ = ["HOLD_MARKERS", "BundleArchive", "BundleShelf", "ModelShape", "ShelvedBundle"]
 
@@ -68,12 +68,18 @@ class ModelShape:
         lower: Per-feature lower bound of a contribution (model space: the
             clipping bound after the spec's transform, as devices send it).
         upper: Per-feature upper bound of a contribution (model space).
+        assigner: The signed assignment parameters (centroids, scaling), so
+            the collector can recompute a contribution's persona; None when
+            the shape was not read from a bundle.
+        k_min: The release's k-min: closed aggregate cells below it are rolled up.
     """
 
     version: int
     personas: int
     lower: tuple[float, ...]
     upper: tuple[float, ...]
+    assigner: AssignerParams | None = None
+    k_min: int = 1
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> ModelShape:
@@ -88,7 +94,7 @@ class ModelShape:
         params = manifest.assigner
         bounds = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
         return cls(manifest.version, len(manifest.personas), tuple(bounds[0].tolist()),
-                   tuple(bounds[1].tolist()))
+                   tuple(bounds[1].tolist()), params, manifest.privacy.k_min)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Literal
 
 __all__ = ["EnvelopeStatus", "Outcome"]
 
-EnvelopeStatus = Literal["accepted", "duplicate", "rejected"]
+EnvelopeStatus = Literal["accepted", "duplicate", "rejected", "retry"]
 
 
 class Outcome(enum.StrEnum):
@@ -25,6 +25,10 @@ class Outcome(enum.StrEnum):
     UNKNOWN_PERSONA = "unknown_persona"
     WRONG_FEATURE_COUNT = "wrong_feature_count"
     FEATURES_OUT_OF_BOUNDS = "features_out_of_bounds"
+    INCONSISTENT_PERSONA = "inconsistent_persona"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    ADMISSION_QUOTA_EXCEEDED = "admission_quota_exceeded"
+    ADMISSION_REQUIRED = "admission_required"
     STALE_DAY_BUCKET = "stale_day_bucket"
     FUTURE_DAY_BUCKET = "future_day_bucket"
     BODY_TOO_LARGE = "body_too_large"
@@ -34,10 +38,20 @@ class Outcome(enum.StrEnum):
 
     @property
     def status(self) -> EnvelopeStatus:
-        """``accepted``, ``duplicate`` (acknowledged, counted once) or ``rejected``."""
+        """``accepted``, ``duplicate`` (counted once), ``rejected`` (final) or ``retry``.
+
+        ``retry`` is not counted but may succeed later: the admission token's quota was spent.
+        """
         if self is Outcome.ACCEPTED:
             return "accepted"
+        if self is Outcome.ADMISSION_QUOTA_EXCEEDED:
+            return "retry"
         return "duplicate" if self is Outcome.DUPLICATE else "rejected"
+
+    @property
+    def refused(self) -> bool:
+        """Whether the envelope was not counted and not a replay (rejected or to retry)."""
+        return self.status in ("rejected", "retry")
 
     @property
     def http_status(self) -> int:
@@ -58,6 +72,10 @@ _HTTP_STATUS: dict[Outcome, int] = {
     Outcome.UNKNOWN_PERSONA: 422,
     Outcome.WRONG_FEATURE_COUNT: 422,
     Outcome.FEATURES_OUT_OF_BOUNDS: 422,
+    Outcome.INCONSISTENT_PERSONA: 422,
+    Outcome.QUOTA_EXCEEDED: 429,
+    Outcome.ADMISSION_QUOTA_EXCEEDED: 429,
+    Outcome.ADMISSION_REQUIRED: 401,
     Outcome.STALE_DAY_BUCKET: 422,
     Outcome.FUTURE_DAY_BUCKET: 422,
     Outcome.BODY_TOO_LARGE: 413,
@@ -74,6 +92,14 @@ _DETAIL: dict[Outcome, str] = {
     Outcome.UNKNOWN_PERSONA: "the persona index does not exist in that model version",
     Outcome.WRONG_FEATURE_COUNT: "the feature count differs from that model version's spec",
     Outcome.FEATURES_OUT_OF_BOUNDS: "a feature lies outside the spec's clipping bounds",
+    Outcome.INCONSISTENT_PERSONA: "the persona is not the nearest one to the features under that"
+                                  " model version",
+    Outcome.QUOTA_EXCEEDED: "the pseudonym's contributions for that model version and day are"
+                            " over the quota",
+    Outcome.ADMISSION_QUOTA_EXCEEDED: "the admission token's quota of contributions is spent;"
+                                      " get a new token",
+    Outcome.ADMISSION_REQUIRED: "send a valid admission token (Authorization: Bearer …) from the"
+                                " app's backend",
     Outcome.STALE_DAY_BUCKET: "the day bucket is older than the replay window",
     Outcome.FUTURE_DAY_BUCKET: "the day bucket is later than tomorrow",
     Outcome.BODY_TOO_LARGE: "the body is over the size limit",

@@ -8,19 +8,22 @@ blobs, so the database itself adds them element-wise::
     model_widths(model_version PK, feature_count)
     aggregates(model_version, persona_index, day_bucket  -- composite PK
                count, sums float8[], sumsq float8[])
-    dedupe_ledger(ledger_key bytea PK, day_bucket)   -- indexed by day
+    dedupe_ledger(ledger_key bytea PK, day_bucket)   -- the dedupe set, indexed by day
+    ledger_horizon, quota_slots, admission_uses      -- v2, v3: as SQLite's
 
 How concurrent writers stay exact. Each :meth:`PostgresAggregateStore.add_increments`
 call is one READ COMMITTED transaction:
 
-1. delete expired ledger keys;
-2. insert the batch's ledger keys in one ``INSERT … ON CONFLICT DO NOTHING
+1. lock the purge horizon row, delete expired dedupe keys, quota slots, token uses;
+2. insert the batch's dedupe keys in one ``INSERT … ON CONFLICT DO NOTHING
    RETURNING``, sorted by key: a key another transaction holds uncommitted makes
    this one wait and then see it as a duplicate, so the primary key decides
    exactly once which request counts a contribution;
 3. the first contribution of a model version with no stored width claims it
    (``ON CONFLICT DO NOTHING``); if another transaction claimed it first, the
-   whole call rolls back and runs again, now seeing the stored width;
+   whole call rolls back and runs again, now seeing the stored width; quota
+   slots are read, the first free one per increment chosen and inserted; a
+   slot another transaction took meanwhile rolls the call back too;
 4. one upsert per touched cell, in key order, carrying the call's count and
    vector sums; its ``DO UPDATE`` adds them to the stored row element-wise *in
    SQL*. The upsert locks the row and adds to its latest committed value, so
@@ -30,14 +33,16 @@ call is one READ COMMITTED transaction:
    sum at once, so its last bits can differ from SQLite's one-at-a-time order,
    as they do anyway between concurrent writers.)
 
-Locks are taken in one global order (ledger keys sorted, then widths, then cells
-sorted), so writers queue instead of deadlocking. Deadlocks and serialization
-failures, and lost connections, are still retried a few times with jittered
-backoff; a retried call is safe because the ledger turns anything that did
-commit into duplicates. Migrations run under an advisory lock, so collectors
-starting together migrate once. Durability: commits wait for the WAL flush
-(``synchronous_commit`` is raised to ``local`` if the server has it ``off``).
-The URL's password is never logged nor put in an error message.
+Locks are taken in one global order (the purge horizon row, dedupe keys sorted,
+quota slots sorted, widths, cells sorted), so writers queue instead of
+deadlocking. Deadlocks and serialization failures, and lost connections, are
+still retried a few times with jittered backoff; a retried call is safe because
+the dedupe set turns anything that did commit into duplicates. Migrations run
+under an advisory lock, so collectors starting together migrate once.
+Durability: commits wait for the WAL flush (``synchronous_commit`` is raised to
+``local`` if the server has it ``off``).
+The URL's password is never logged nor put in an error message. Shared
+statements are in :mod:`._queries`, transaction bodies in :mod:`._pgwrite`.
 """
 
 from __future__ import annotations
@@ -47,33 +52,31 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Final, TypeVar
 
-import numpy as np
 import psycopg
 from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
-from psycopg.rows import TupleRow
 
 from edgepersona.sdk import InputError, SchemaError
+from edgepersona.trainer.collector import _queries as q
 from edgepersona.trainer.collector._aggregates import (
     AddResult,
     DailyAggregate,
-    FloatVector,
     Increment,
     PersonaAggregate,
     SummedAggregates,
     freeze,
 )
+from edgepersona.trainer.collector._pgwrite import Connection as _Connection, RerunError, add, roll_up
 
 __all__ = ["PostgresAggregateStore"]
 
 _log = logging.getLogger("edgepersona.trainer.collector")
 _T = TypeVar("_T")
-_Connection = psycopg.Connection[TupleRow]
 
 _MIGRATION_LOCK: Final = 0x6570_6D69_6772_6174  # pg_advisory_xact_lock key, b"epmigrat"
 _MIGRATIONS: Final = (
@@ -95,35 +98,21 @@ _MIGRATIONS: Final = (
         " day_bucket bigint NOT NULL)",
         "INSERT INTO ledger_horizon VALUES (1, COALESCE((SELECT MIN(day_bucket) FROM dedupe_ledger), 0))",
     )),
+    (3, "per-pseudonym quota slots and admission token uses", (
+        "CREATE TABLE quota_slots (slot_key bytea PRIMARY KEY, day_bucket bigint NOT NULL)",
+        "CREATE INDEX quota_slots_by_day ON quota_slots (day_bucket)",
+        "CREATE TABLE admission_uses (token_key bytea PRIMARY KEY, expires_day bigint NOT NULL,"
+        " uses bigint NOT NULL CHECK (uses >= 0))",
+    )),
 )
-_INSERT_KEYS: Final = (
-    "INSERT INTO dedupe_ledger (ledger_key, day_bucket)"
-    " SELECT key, day FROM unnest(%s::bytea[], %s::bigint[]) AS batch (key, day) ORDER BY key"
-    " ON CONFLICT DO NOTHING RETURNING ledger_key")
-_CLAIM_WIDTHS: Final = (
-    "INSERT INTO model_widths (model_version, feature_count)"
-    " SELECT * FROM unnest(%s::bigint[], %s::integer[]) ORDER BY 1"
-    " ON CONFLICT DO NOTHING RETURNING model_version")
-_UPSERT: Final = (  # the vectors add element-wise, in order, in the database
-    "INSERT INTO aggregates AS a (model_version, persona_index, day_bucket, count, sums, sumsq)"
-    " VALUES (%s, %s, %s, %s, %s::float8[], %s::float8[])"
-    " ON CONFLICT (model_version, persona_index, day_bucket) DO UPDATE SET count = a.count + excluded.count,"
-    " sums = ARRAY(SELECT s + x FROM unnest(a.sums, excluded.sums) WITH ORDINALITY AS t (s, x, i)"
-    " ORDER BY i),"
-    " sumsq = ARRAY(SELECT s + x FROM unnest(a.sumsq, excluded.sumsq) WITH ORDINALITY AS t (s, x, i)"
-    " ORDER BY i)")
 _RETRIED_STATES: Final = frozenset({"40001", "40P01", "57P01"})  # serialization, deadlock, shutdown
 _ATTEMPTS: Final = 6
 _BACKOFF: Final = 0.005  # seconds before the second attempt, doubling after
 _CONNECT_TIMEOUT: Final = 10  # seconds, unless the URL sets connect_timeout
 
 
-class _WidthClaimedError(Exception):
-    """Another transaction stored a new model version's width first; run the call again."""
-
-
 class PostgresAggregateStore(SummedAggregates):
-    """Aggregates and the dedupe ledger in a PostgreSQL database (see the module docstring).
+    """Aggregates and the dedupe set in a PostgreSQL database (see the module docstring).
 
     Args:
         url: ``postgresql://user:password@host:port/database`` (libpq URI
@@ -207,7 +196,7 @@ class PostgresAggregateStore(SummedAggregates):
             try:
                 with self._connection() as conn, conn.transaction():
                     return work(conn)
-            except _WidthClaimedError as exc:
+            except RerunError as exc:
                 failure = exc
             except psycopg.Error as exc:
                 if not _retried(exc):
@@ -244,11 +233,11 @@ class PostgresAggregateStore(SummedAggregates):
 
     def add_increments(self, increments: Sequence[Increment], *, purge_before_day: int
                        ) -> list[AddResult]:
-        """Purge expired ledger keys, then add increments; one transaction.
+        """Purge expired dedupe keys and quota slots, then add increments; one transaction.
 
         Args:
             increments: In order; a key repeated within the call is a duplicate.
-            purge_before_day: Ledger keys of day buckets below this are deleted.
+            purge_before_day: Keys of day buckets below this are deleted.
 
         Returns:
             One result per increment, in order.
@@ -257,7 +246,7 @@ class PostgresAggregateStore(SummedAggregates):
             psycopg.Error: The transaction failed (after retries where they
                 help); nothing of it was written.
         """
-        return self._retrying(lambda conn: _add(conn, increments, purge_before_day))
+        return self._retrying(lambda conn: add(conn, increments, purge_before_day))
 
     def daily_aggregates(self, model_version: int, *, first_day: int | None = None,
                          last_day: int | None = None) -> list[DailyAggregate]:
@@ -274,10 +263,7 @@ class PostgresAggregateStore(SummedAggregates):
         low = -1 if first_day is None else first_day
         high = 2**32 if last_day is None else last_day
         with self._connection() as conn:
-            rows = conn.execute(
-                "SELECT day_bucket, persona_index, count, sums, sumsq FROM aggregates"
-                " WHERE model_version = %s AND day_bucket BETWEEN %s AND %s"
-                " ORDER BY day_bucket, persona_index", (model_version, low, high)).fetchall()
+            rows = conn.execute(q.render(q.DAILY_CELLS, "%s"), (model_version, low, high)).fetchall()
         return [DailyAggregate(int(day), int(persona),
                                PersonaAggregate(int(count), freeze(sums), freeze(sumsq)))
                 for day, persona, count, sums, sumsq in rows]
@@ -289,34 +275,88 @@ class PostgresAggregateStore(SummedAggregates):
             The versions.
         """
         with self._connection() as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT model_version FROM aggregates ORDER BY model_version").fetchall()
+            rows = conn.execute(q.MODEL_VERSIONS).fetchall()
         return [int(row[0]) for row in rows]
 
-    def ledger_size(self) -> int:
-        """Number of ledger keys held.
+    def dedupe_size(self) -> int:
+        """Number of dedupe keys held.
 
         Returns:
             The count.
         """
         with self._connection() as conn:
-            row = conn.execute("SELECT COUNT(*) FROM dedupe_ledger").fetchone()
+            row = conn.execute(q.DEDUPE_SIZE).fetchone()
         return int(row[0]) if row is not None else 0
 
-    def purge_ledger(self, *, before_day: int) -> int:
-        """Delete ledger keys of day buckets below ``before_day``.
+    def purge_dedupe(self, *, before_day: int) -> int:
+        """Delete dedupe keys (and quota slots) of day buckets below ``before_day``.
 
         Args:
             before_day: The oldest day bucket kept.
 
         Returns:
-            How many keys were deleted.
+            How many dedupe keys were deleted.
 
         Raises:
             psycopg.Error: The delete failed (after retries where they help).
         """
-        return self._retrying(lambda conn: conn.execute(
-            "DELETE FROM dedupe_ledger WHERE day_bucket < %s", (before_day,)).rowcount)
+        def purge(conn: _Connection) -> int:
+            conn.execute(q.render(q.PURGE_SLOTS, "%s"), (before_day,))
+            return conn.execute(q.render(q.PURGE_DEDUPE, "%s"), (before_day,)).rowcount
+
+        return self._retrying(purge)
+
+    def spend_admission(self, token_key: bytes, *, expires_day: int, uses: int, quota: int) -> int:
+        """Spend up to ``uses`` of an admission token's ``quota``, atomically.
+
+        Args:
+            token_key: The keyed hash of the token's id.
+            expires_day: The token's last day; its row is purged after it.
+            uses: How many uses this request asks for.
+            quota: The token's total quota.
+
+        Returns:
+            How many uses were granted (0 when the quota is spent).
+
+        Raises:
+            psycopg.Error: The transaction failed (after retries where they help).
+        """
+        def spend(conn: _Connection) -> int:
+            row = conn.execute(q.render(q.LOCK_ADMISSION, "%s"), (token_key, expires_day)).fetchone()
+            spent = int(row[0]) if row is not None else quota
+            granted = max(0, min(uses, quota - spent))
+            conn.execute(q.render(q.SET_ADMISSION, "%s"), (spent + granted, token_key))
+            return granted
+
+        return self._retrying(spend)
+
+    def roll_up_small_cells(self, k_min: Mapping[int, int], *, before_day: int) -> int:
+        """Roll closed cells below k-min forward into the oldest open day (see the protocol).
+
+        Args:
+            k_min: Model version → k-min; versions not listed are left alone.
+            before_day: The oldest open day bucket.
+
+        Returns:
+            How many closed cells were rolled forward.
+
+        Raises:
+            psycopg.Error: The transaction failed (after retries where they help).
+        """
+        return self._retrying(lambda conn: roll_up(conn, k_min, before_day))
+
+    def small_closed_cells(self, k_min: int) -> list[tuple[int, int, int, int]]:
+        """Closed cells (below the purge horizon) whose count is below ``k_min``.
+
+        Args:
+            k_min: The smallest count a closed cell may hold.
+
+        Returns:
+            (model version, persona index, day bucket, count) of each, sorted.
+        """
+        with self._connection() as conn:
+            rows = conn.execute(q.render(q.SMALL_CLOSED_CELLS, "%s"), (k_min,)).fetchall()
+        return [(int(v), int(p), int(d), int(n)) for v, p, d, n in rows]
 
     def close(self) -> None:
         """Close every connection; connections still borrowed close when returned."""
@@ -355,78 +395,3 @@ def _applied_version(conn: _Connection) -> int:
     """Read the schema version (0 before the first migration)."""
     row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
     return int(row[0]) if row is not None else 0
-
-
-def _add(conn: _Connection, increments: Sequence[Increment], purge_before_day: int
-         ) -> list[AddResult]:
-    """The body of one ``add_increments`` transaction (steps 1 to 4 of the module docstring).
-
-    The purge horizon row is locked first (every writer takes it, so it also
-    orders them): it only moves forward, and a contribution of a day below it
-    is refused as stale, because its ledger key may already be purged.
-    """
-    row = conn.execute("UPDATE ledger_horizon SET day_bucket = GREATEST(day_bucket, %s)"
-                       " RETURNING day_bucket", (purge_before_day,)).fetchone()
-    horizon = int(row[0]) if row is not None else purge_before_day
-    conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < %s", (horizon,))
-    fresh = [i for i in increments if i.day_bucket >= horizon]
-    added = iter(_add_fresh(conn, fresh))
-    return [next(added) if i.day_bucket >= horizon else AddResult.STALE for i in increments]
-
-
-def _add_fresh(conn: _Connection, increments: Sequence[Increment]) -> list[AddResult]:
-    """Steps 2 to 4 for increments at or above the purge horizon."""
-    if not increments:
-        return []
-    versions = sorted({increment.model_version for increment in increments})
-    widths: dict[int, int] = {int(version): int(width) for version, width in conn.execute(
-        "SELECT model_version, feature_count FROM model_widths WHERE model_version = ANY(%s::bigint[])",
-        (versions,)).fetchall()}
-    candidates = [i for i in increments if widths.get(i.model_version, len(i.features)) == len(i.features)]
-    inserted: set[bytes] = {bytes(row[0]) for row in conn.execute(_INSERT_KEYS, (
-        [i.ledger_key for i in candidates], [i.day_bucket for i in candidates])).fetchall()}
-    results, claimed, new_widths = _resolve(increments, widths, inserted)
-    if orphans := inserted - claimed:  # keys of contributions that lost a width claimed in this call
-        conn.execute("DELETE FROM dedupe_ledger WHERE ledger_key = ANY(%s::bytea[])", (sorted(orphans),))
-    if new_widths:
-        stored = conn.execute(_CLAIM_WIDTHS, (list(new_widths), list(new_widths.values()))).fetchall()
-        if len(stored) != len(new_widths):
-            raise _WidthClaimedError("another collector stored a new model version's width first")
-    cells: dict[tuple[int, int, int], tuple[int, FloatVector, FloatVector]] = {}
-    for increment, result in zip(increments, results, strict=True):
-        if result is AddResult.ADDED:  # folded in arrival order from zeros, as SQLite folds a new cell
-            key = (increment.model_version, increment.persona_index, increment.day_bucket)
-            features = np.array(increment.features, dtype=np.float64)
-            count, sums, sumsq = cells.get(key, (0, np.zeros(len(features)), np.zeros(len(features))))
-            cells[key] = (count + 1, sums + features, sumsq + features * features)
-    with conn.cursor() as cursor:
-        cursor.executemany(_UPSERT, [(*key, count, sums.tolist(), sumsq.tolist())
-                                     for key, (count, sums, sumsq) in sorted(cells.items())])
-    return results
-
-
-def _resolve(increments: Sequence[Increment], widths: dict[int, int], inserted: set[bytes]
-             ) -> tuple[list[AddResult], set[bytes], dict[int, int]]:
-    """Decide each increment in arrival order exactly as SQLite's one-at-a-time loop would.
-
-    Returns:
-        The results, the ledger keys the added increments own, and the widths
-        of model versions first seen in this call.
-    """
-    widths = dict(widths)
-    results: list[AddResult] = []
-    claimed: set[bytes] = set()
-    new_widths: dict[int, int] = {}
-    for increment in increments:
-        width = widths.get(increment.model_version)
-        if width is not None and width != len(increment.features):
-            results.append(AddResult.WIDTH_CONFLICT)
-        elif increment.ledger_key not in inserted or increment.ledger_key in claimed:
-            results.append(AddResult.DUPLICATE)
-        else:
-            claimed.add(increment.ledger_key)
-            if width is None:
-                widths[increment.model_version] = new_widths[increment.model_version] = len(
-                    increment.features)
-            results.append(AddResult.ADDED)
-    return results, claimed, new_widths

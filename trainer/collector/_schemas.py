@@ -27,8 +27,10 @@ class EnvelopeResult(BaseModel):
     model_config = _FROZEN
 
     index: int = Field(ge=0, description="position of the envelope in the body")
-    status: EnvelopeStatus = Field(description="accepted and duplicate are both final acknowledgements")
-    reason: Outcome | None = Field(default=None, description="why it was rejected")
+    status: EnvelopeStatus = Field(description="accepted and duplicate are both final acknowledgements;"
+                                               " rejected is final; retry: keep it and send it again"
+                                               " later (with a fresh admission token)")
+    reason: Outcome | None = Field(default=None, description="why it was rejected or must be retried")
 
 
 class SyncResponse(BaseModel):
@@ -39,6 +41,7 @@ class SyncResponse(BaseModel):
     accepted: int = Field(ge=0)
     duplicate: int = Field(ge=0)
     rejected: int = Field(ge=0)
+    retry: int = Field(default=0, ge=0, description="envelopes to send again later")
     results: list[EnvelopeResult]
 
     @classmethod
@@ -52,10 +55,10 @@ class SyncResponse(BaseModel):
             The response body.
         """
         results = [EnvelopeResult(index=index, status=outcome.status,
-                                  reason=outcome if outcome.status == "rejected" else None)
+                                  reason=outcome if outcome.refused else None)
                    for index, outcome in enumerate(report.outcomes)]
         counts = {status: sum(r.status == status for r in results)
-                  for status in ("accepted", "duplicate", "rejected")}
+                  for status in ("accepted", "duplicate", "rejected", "retry")}
         return cls(**counts, results=results)
 
 
@@ -85,7 +88,8 @@ class MetricsResponse(BaseModel):
     accepted: int = Field(ge=0, description="envelopes added to the aggregates")
     duplicate: int = Field(ge=0, description="replays acknowledged again, not counted")
     rejected: dict[str, int] = Field(description="rejected envelopes and refused bodies by reason")
-    ledger_keys: int = Field(ge=0, description="dedupe ledger keys currently held")
+    ledger_keys: int = Field(ge=0, description="dedupe keys currently held (the field keeps its"
+                                               " first name for existing dashboards)")
     accepted_versions: list[int] = Field(description="model versions accepted in sync now")
 
 

@@ -6,13 +6,18 @@ contribution survives power loss), writes serialised by a lock and each
 IMMEDIATE … COMMIT``. The schema is versioned in ``schema_migrations``;
 migrations run in order, each in its own transaction, on open.
 
-Schema, version 1 (feature vectors are little-endian float64 blobs)::
+Schema, version 3 (feature vectors are little-endian float64 blobs)::
 
     schema_migrations(version INTEGER PK, description TEXT)
     model_widths(model_version INTEGER PK, feature_count INTEGER)
     aggregates(model_version, persona_index, day_bucket  -- composite PK
                count INTEGER, sums BLOB, sumsq BLOB)
-    dedupe_ledger(ledger_key BLOB PK, day_bucket INTEGER)  -- indexed by day
+    dedupe_ledger(ledger_key BLOB PK, day_bucket INTEGER)  -- the dedupe set, by day
+    ledger_horizon(id = 1, day_bucket INTEGER)             -- v2: the purge horizon
+    quota_slots(slot_key BLOB PK, day_bucket INTEGER)      -- v3: per-pseudonym quota
+    admission_uses(token_key BLOB PK, expires_day, uses)   -- v3: admission token uses
+
+The shared statements are in :mod:`._queries`.
 
 No table has a column for a pseudonym, a sequence number, a device or a time
 finer than a day.
@@ -23,7 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,7 @@ from typing import Final
 import numpy as np
 
 from edgepersona.sdk import SchemaError
+from edgepersona.trainer.collector import _queries as q
 from edgepersona.trainer.collector._aggregates import (
     AddResult,
     DailyAggregate,
@@ -40,6 +46,7 @@ from edgepersona.trainer.collector._aggregates import (
     PersonaAggregate,
     SummedAggregates,
     freeze,
+    rolled_forward,
 )
 
 __all__ = ["SqliteAggregateStore"]
@@ -62,6 +69,13 @@ _MIGRATIONS: Final = (
         " day_bucket INTEGER NOT NULL)",
         "INSERT INTO ledger_horizon VALUES (1, COALESCE((SELECT MIN(day_bucket) FROM dedupe_ledger), 0))",
     )),
+    (3, "per-pseudonym quota slots and admission token uses", (
+        "CREATE TABLE quota_slots (slot_key BLOB PRIMARY KEY, day_bucket INTEGER NOT NULL)"
+        " WITHOUT ROWID",
+        "CREATE INDEX quota_slots_by_day ON quota_slots (day_bucket)",
+        "CREATE TABLE admission_uses (token_key BLOB PRIMARY KEY, expires_day INTEGER NOT NULL,"
+        " uses INTEGER NOT NULL CHECK (uses >= 0)) WITHOUT ROWID",
+    )),
 )
 _UPSERT: Final = (
     "INSERT INTO aggregates (model_version, persona_index, day_bucket, count, sums, sumsq)"
@@ -80,7 +94,7 @@ class _Cell:
 
 
 class SqliteAggregateStore(SummedAggregates):
-    """Aggregates and the dedupe ledger in one SQLite file (see the module docstring).
+    """Aggregates and the dedupe set in one SQLite file (see the module docstring).
 
     Args:
         path: The database file (created with mode 0600 if missing), or
@@ -156,11 +170,11 @@ class SqliteAggregateStore(SummedAggregates):
 
     def add_increments(self, increments: Sequence[Increment], *, purge_before_day: int
                        ) -> list[AddResult]:
-        """Purge expired ledger keys, then add increments; one transaction.
+        """Purge expired dedupe keys and quota slots, then add increments; one transaction.
 
         Args:
             increments: In order; a key repeated within the call is a duplicate.
-            purge_before_day: Ledger keys of day buckets below this are deleted.
+            purge_before_day: Keys of day buckets below this are deleted.
 
         Returns:
             One result per increment, in order.
@@ -169,12 +183,7 @@ class SqliteAggregateStore(SummedAggregates):
             sqlite3.Error: The transaction failed; nothing of it was written.
         """
         with self._lock, self._transaction():
-            # The horizon only moves forward: keys below it may be purged, so a contribution
-            # of such a day is refused whatever the judging collector's clock says.
-            self._conn.execute("UPDATE ledger_horizon SET day_bucket = MAX(day_bucket, ?)",
-                               (purge_before_day,))
-            (horizon,) = self._conn.execute("SELECT day_bucket FROM ledger_horizon").fetchone()
-            self._conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < ?", (horizon,))
+            horizon = self._advance_horizon(purge_before_day)
             widths: dict[int, int] = {}
             cells: dict[tuple[int, int, int], _Cell] = {}
             results = [AddResult.STALE if increment.day_bucket < horizon
@@ -184,18 +193,33 @@ class SqliteAggregateStore(SummedAggregates):
                 for key, cell in cells.items() if cell.dirty])
         return results
 
+    def _advance_horizon(self, before_day: int) -> int:
+        """Move the purge horizon forward and purge below it; inside the transaction.
+
+        The horizon only moves forward: keys below it may be purged, so a contribution
+        of such a day is refused whatever the judging collector's clock says.
+        """
+        self._conn.execute("UPDATE ledger_horizon SET day_bucket = MAX(day_bucket, ?)", (before_day,))
+        horizon = int(self._conn.execute(q.HORIZON).fetchone()[0])
+        for statement in (q.PURGE_DEDUPE, q.PURGE_SLOTS, q.PURGE_ADMISSION):
+            self._conn.execute(q.render(statement, "?"), (horizon,))
+        return horizon
+
     def _add_one(self, increment: Increment, widths: dict[int, int],
                  cells: dict[tuple[int, int, int], _Cell]) -> AddResult:
-        """Record one increment in the ledger and its cell; inside the transaction."""
+        """Record one increment in the dedupe set, a quota slot and its cell; inside the transaction."""
         width = self._width(increment.model_version, widths)
         features = np.array(increment.features, dtype=_VECTOR)
         if width is not None and width != len(features):
             return AddResult.WIDTH_CONFLICT
         inserted = self._conn.execute(
             "INSERT INTO dedupe_ledger (ledger_key, day_bucket) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (increment.ledger_key, increment.day_bucket)).rowcount
+            (increment.dedupe_key, increment.day_bucket)).rowcount
         if inserted == 0:
             return AddResult.DUPLICATE
+        if not self._take_slot(increment):
+            self._conn.execute("DELETE FROM dedupe_ledger WHERE ledger_key = ?", (increment.dedupe_key,))
+            return AddResult.QUOTA_EXCEEDED
         if width is None:
             self._conn.execute("INSERT INTO model_widths VALUES (?, ?)",
                                (increment.model_version, len(features)))
@@ -207,6 +231,18 @@ class SqliteAggregateStore(SummedAggregates):
         cell.sums += features
         cell.sumsq += features * features
         return AddResult.ADDED
+
+    def _take_slot(self, increment: Increment) -> bool:
+        """Take the first free quota slot of the increment, in one statement (True if no quota)."""
+        if not increment.quota_keys:
+            return True
+        slots = ", ".join("(?, ?)" for _ in increment.quota_keys)
+        statement = ("INSERT INTO quota_slots (slot_key, day_bucket)"  # noqa: S608 - only markers
+                     f" WITH slot (key, rank) AS (VALUES {slots}) SELECT key, ? FROM slot"
+                     " WHERE NOT EXISTS (SELECT 1 FROM quota_slots WHERE slot_key = slot.key)"
+                     " ORDER BY rank LIMIT 1")
+        ranked = [value for rank, key in enumerate(increment.quota_keys) for value in (key, rank)]
+        return self._conn.execute(statement, (*ranked, increment.day_bucket)).rowcount == 1
 
     def _width(self, model_version: int, widths: dict[int, int]) -> int | None:
         """The stored feature count of a model version (cached for this transaction)."""
@@ -243,10 +279,8 @@ class SqliteAggregateStore(SummedAggregates):
         low = -1 if first_day is None else first_day
         high = 2**32 if last_day is None else last_day
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT day_bucket, persona_index, count, sums, sumsq FROM aggregates"
-                " WHERE model_version = ? AND day_bucket BETWEEN ? AND ?"
-                " ORDER BY day_bucket, persona_index", (model_version, low, high)).fetchall()
+            rows = self._conn.execute(q.render(q.DAILY_CELLS, "?"),
+                                      (model_version, low, high)).fetchall()
         return [DailyAggregate(int(day), int(persona), PersonaAggregate(
                     int(count), freeze(np.frombuffer(sums, dtype=_VECTOR)),
                     freeze(np.frombuffer(sumsq, dtype=_VECTOR))))
@@ -259,31 +293,90 @@ class SqliteAggregateStore(SummedAggregates):
             The versions.
         """
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT DISTINCT model_version FROM aggregates ORDER BY model_version").fetchall()
+            rows = self._conn.execute(q.MODEL_VERSIONS).fetchall()
         return [int(row[0]) for row in rows]
 
-    def ledger_size(self) -> int:
-        """Number of ledger keys held.
+    def dedupe_size(self) -> int:
+        """Number of dedupe keys held.
 
         Returns:
             The count.
         """
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM dedupe_ledger").fetchone()[0])
+            return int(self._conn.execute(q.DEDUPE_SIZE).fetchone()[0])
 
-    def purge_ledger(self, *, before_day: int) -> int:
-        """Delete ledger keys of day buckets below ``before_day``.
+    def purge_dedupe(self, *, before_day: int) -> int:
+        """Delete dedupe keys (and quota slots) of day buckets below ``before_day``.
 
         Args:
             before_day: The oldest day bucket kept.
 
         Returns:
-            How many keys were deleted.
+            How many dedupe keys were deleted.
         """
         with self._lock, self._transaction():
-            return self._conn.execute("DELETE FROM dedupe_ledger WHERE day_bucket < ?",
-                                      (before_day,)).rowcount
+            self._conn.execute(q.render(q.PURGE_SLOTS, "?"), (before_day,))
+            return self._conn.execute(q.render(q.PURGE_DEDUPE, "?"), (before_day,)).rowcount
+
+    def spend_admission(self, token_key: bytes, *, expires_day: int, uses: int, quota: int) -> int:
+        """Spend up to ``uses`` of an admission token's ``quota``, atomically.
+
+        Args:
+            token_key: The keyed hash of the token's id.
+            expires_day: The token's last day; its row is purged after it.
+            uses: How many uses this request asks for.
+            quota: The token's total quota.
+
+        Returns:
+            How many uses were granted (0 when the quota is spent).
+        """
+        with self._lock, self._transaction():
+            (spent,) = self._conn.execute(q.render(q.LOCK_ADMISSION, "?"),
+                                          (token_key, expires_day)).fetchone()
+            granted = max(0, min(uses, quota - int(spent)))
+            self._conn.execute(q.render(q.SET_ADMISSION, "?"), (int(spent) + granted, token_key))
+        return granted
+
+    def roll_up_small_cells(self, k_min: Mapping[int, int], *, before_day: int) -> int:
+        """Roll closed cells below k-min forward into the oldest open day (see the protocol).
+
+        Args:
+            k_min: Model version → k-min; versions not listed are left alone.
+            before_day: The oldest open day bucket.
+
+        Returns:
+            How many closed cells were rolled forward.
+        """
+        rolled = 0
+        with self._lock, self._transaction():
+            horizon = self._advance_horizon(before_day)
+            for version, k in sorted(k_min.items()):
+                rows = self._conn.execute(q.render(q.SMALL_CLOSED_OF_VERSION, "?"),
+                                          (version, horizon, k)).fetchall()
+                cells = [(int(p), int(d), int(n), np.frombuffer(s, dtype=_VECTOR),
+                          np.frombuffer(sq, dtype=_VECTOR)) for p, d, n, s, sq in rows]
+                for persona, day, *_ in cells:
+                    self._conn.execute(q.render(q.DELETE_CELL, "?"), (version, persona, day))
+                for persona, (count, sums, sumsq) in rolled_forward(cells).items():
+                    cell = self._load_cell((version, persona, horizon), len(sums))
+                    self._conn.execute(_UPSERT, (version, persona, horizon, cell.count + count,
+                                                 (cell.sums + sums).tobytes(),
+                                                 (cell.sumsq + sumsq).tobytes()))
+                rolled += len(cells)
+        return rolled
+
+    def small_closed_cells(self, k_min: int) -> list[tuple[int, int, int, int]]:
+        """Closed cells (below the purge horizon) whose count is below ``k_min``.
+
+        Args:
+            k_min: The smallest count a closed cell may hold.
+
+        Returns:
+            (model version, persona index, day bucket, count) of each, sorted.
+        """
+        with self._lock:
+            rows = self._conn.execute(q.render(q.SMALL_CLOSED_CELLS, "?"), (k_min,)).fetchall()
+        return [(int(v), int(p), int(d), int(n)) for v, p, d, n in rows]
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection."""

@@ -9,7 +9,10 @@ group events per user; they never reach the model, the manifest or a log line.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,8 +101,22 @@ class FeatureTable:
     source: str = ""
 
 
-def read_table(path: Path) -> dict[str, list[Any]]:
-    """Read CSV (optionally gzip) or Parquet into columns of Python values."""
+def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+    """Read CSV (optionally gzip) or Parquet into columns of Python values.
+
+    Args:
+        path: the file.
+        text_columns: columns read as text, never as numbers (identifiers:
+            ``01``, ``1`` and ``001`` are three users). A Parquet column already
+            stored as numbers is turned into text as written.
+
+    Returns:
+        Column name → cells (None for a missing cell).
+
+    Raises:
+        InputError: the file is missing or is not CSV or Parquet.
+    """
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -111,11 +128,66 @@ def read_table(path: Path) -> dict[str, list[Any]]:
         else:
             # Only an empty cell is missing: "NaN", "NA" or "null" are values we judge.
             options = pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""],
-                                           quoted_strings_can_be_null=False)
+                                           quoted_strings_can_be_null=False,
+                                           column_types={c: pa.string() for c in text_columns})
             table = pacsv.read_csv(path, convert_options=options)
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise InputError(f"cannot read {path.name} as CSV or Parquet: {exc}") from None
-    return {name: table.column(name).to_pylist() for name in table.column_names}
+        raise InputError(f"cannot read {path.name} as CSV or Parquet: {_reading_problem(path, exc)}"
+                         ) from None
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    for name in text_columns:
+        if name in columns:
+            columns[name] = [_text(c) for c in columns[name]]
+    return columns
+
+
+def _text(cell: object) -> str | None:
+    """An identifier cell as text; a whole float (a numeric Parquet column) without ``.0``."""
+    if cell is None:
+        return None
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return str(cell)
+
+
+def _reading_problem(path: Path, exc: Exception) -> str:
+    """What is wrong with an unreadable file, by row and column number only.
+
+    pyarrow's messages quote the offending row, which may hold identifiers;
+    errors name positions and never cell values.
+    """
+    text = str(exc)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+        try:
+            head = handle.read(1 << 16)
+        except (OSError, EOFError):
+            head = b""
+    if not head.strip():
+        return "the file is empty; expected a header row, then one row per event or user"
+    if b"\x00" in head:
+        return "it holds binary data (NUL bytes); expected CSV text (optionally gzip) or Parquet"
+    fields = re.search(r"Expected (\d+) columns, got (\d+)", text)
+    if fields:
+        row = _first_row_with_fields(path, int(fields.group(2)))
+        where = f"row {row}" if row else "a row"
+        return (f"{where} has {fields.group(2)} fields where the header has {fields.group(1)};"
+                " fix or remove it (cell values are not shown)")
+    place = [f"{m.group(1).lower()} {m.group(2)}" for m in re.finditer(r"(Row|column) #(\d+)", text)]
+    return ("the data does not parse" + (f" at {', '.join(place)}" if place else "")
+            + "; check that it is comma-separated text or Parquet (cell values are not shown)")
+
+
+def _first_row_with_fields(path: Path, count: int) -> int | None:
+    """The 1-based data row number (header is row 0) of the first row with ``count`` fields."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+            for number, row in enumerate(csv.reader(handle)):
+                if len(row) == count and number > 0:
+                    return number
+    except (OSError, csv.Error, EOFError):
+        return None
+    return None
 
 
 def parse_time(raw: object) -> float:
@@ -173,7 +245,7 @@ def read_event_log(path: Path, columns: Columns = Columns()) -> EventLog:
         InputError: the file cannot be read.
         SchemaError: a required column is missing.
     """
-    data = read_table(path)
+    data = read_table(path, (columns.user,))
     _require(data, [columns.user, columns.time, columns.event], path)
     n = len(data[columns.user])
     times = np.array([parse_time(t) for t in data[columns.time]], dtype=np.float64)
@@ -235,7 +307,7 @@ def read_feature_table(path: Path, spec: FeatureSpec, user_column: str | None = 
         InputError: the file cannot be read.
         SchemaError: a feature column is missing.
     """
-    data = read_table(path)
+    data = read_table(path, (user_column,) if user_column else ())
     _require(data, list(spec.names) + ([user_column] if user_column else []), path)
     n = len(data[spec.names[0]])
     matrix = np.column_stack([np.array([parse_number(v) for v in data[name]], dtype=np.float64)

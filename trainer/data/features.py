@@ -3,9 +3,9 @@
 Computes, vectorised over all users, exactly the aggregates the device folds
 one event at a time (:mod:`edgepersona.sdk.protocol.fold`); a property test holds the
 two to a relative difference of 1e-9. The device's limits hold here too, so every
-feature stays finite: a number beyond ±1e15 or a string over 256 characters in a
+feature stays finite: a number beyond ±1e200 or a string over 256 characters in a
 property a feature reads is refused with :class:`InputError` (the device refuses
-such an event the same way); a numeric string beyond ±1e15 counts as no number.
+such an event the same way); a numeric string beyond ±1e200 counts as no number.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def compute_features(log: EventLog, spec: FeatureSpec, at: float | None = None) 
 
     Raises:
         InputError: the log is empty, ``at`` is not finite, or a property a
-            feature reads holds a number beyond ±1e15 or a string over 256 characters.
+            feature reads holds a number beyond ±1e200 or a string over 256 characters.
     """
     if len(log.time) == 0:
         raise InputError("the event log has no usable events; check the bad-row report")
@@ -86,7 +86,7 @@ def _feature_column(log: EventLog, feature: Feature, mask: npt.NDArray[np.bool_]
         if raw is None:
             return np.zeros(n)
         cells = raw[mask]
-        _check_strings(cells, feature.property)
+        _check_strings(cells, str(feature.property))
         present = np.array([c is not None and not _is_nan(c) for c in cells], dtype=bool)
         keys = np.array([_key(c) for c in cells[present]], dtype=str)
         return _distinct(feature, users[present], times[present], keys, n, reference, cap)
@@ -161,7 +161,7 @@ def _numeric(raw: npt.NDArray[Any] | None, n: int, name: str) -> F64:
     return out
 
 
-def _magnitude(number: float) -> float:
+def _magnitude(number: Any) -> float:
     """``abs(number)`` as a float; inf for an int beyond float range."""
     try:
         return abs(float(number))

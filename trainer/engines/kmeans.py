@@ -48,6 +48,7 @@ from edgepersona.sdk import FeatureSpec, InputError
 from edgepersona.sdk.protocol.assign import numpy_assign
 from edgepersona.sdk.protocol.manifest import AssignerParams
 from edgepersona.trainer.engines.cluster_scores import davies_bouldin, silhouette
+from edgepersona.trainer.engines.estimator import EstimatorParams
 from edgepersona.trainer.engines.lloyd import (
     Moments,
     StatsBatch,
@@ -147,8 +148,12 @@ class _Samples:
     tol: float
 
 
-class PersonaKMeans:
+class PersonaKMeans(EstimatorParams):
     """Weighted k-means over a feature spec, with automatic k and k-min.
+
+    Follows scikit-learn's estimator conventions: keyword-only parameters stored
+    as given, ``get_params``/``set_params`` (so ``sklearn.base.clone`` works),
+    ``fit(X)`` returning self, fitted attributes ending in ``_``.
 
     Args:
         spec: the feature spec (bounds, transforms, weights).
@@ -159,13 +164,13 @@ class PersonaKMeans:
         n_init: k-means restarts per k.
         stability_rounds: bootstrap refits for the stability score (0 to skip).
         sample_size: rows used for silhouette and Davies-Bouldin scores.
-        seed: random seed; None draws one from the OS.
+        random_state: random seed; None draws one from the OS.
     """
 
-    def __init__(self, spec: FeatureSpec, *, n_clusters: int | Literal["auto"] = "auto",
+    def __init__(self, *, spec: FeatureSpec, n_clusters: int | Literal["auto"] = "auto",
                  k_range: tuple[int, int] = (3, 8), k_min: int = 10, min_share: float = 0.02,
                  n_init: int = 4, stability_rounds: int = 5, sample_size: int = 2000,
-                 seed: int | None = None) -> None:
+                 random_state: int | None = None) -> None:
         self.spec = spec
         self.n_clusters = n_clusters
         self.k_range = k_range
@@ -174,14 +179,16 @@ class PersonaKMeans:
         self.n_init = n_init
         self.stability_rounds = stability_rounds
         self.sample_size = sample_size
-        self.seed = seed
+        self.random_state = random_state
 
-    def fit(self, rows: F64 | RowBlocks, progress: Progress | None = None) -> PersonaKMeans:
+    def fit(self, X: F64 | RowBlocks, y: object = None, *,  # noqa: N803 - scikit-learn's name
+            progress: Progress | None = None) -> PersonaKMeans:
         """Fit personas to raw feature rows.
 
         Args:
-            rows: raw features, shape (n, number of spec features), finite: a
+            X: raw features, shape (n, number of spec features), finite: a
                 numpy array, or rows held by an engine (e.g. the Dask engine's).
+            y: ignored.
             progress: called with a short message after each step.
 
         Returns:
@@ -192,11 +199,11 @@ class PersonaKMeans:
             InputError: wrong shape, non-finite values, or too few users for k-min.
         """
         with one_blas_thread():
-            return self._fit(self._row_blocks(rows), progress or (lambda _msg: None))
+            return self._fit(self._row_blocks(X), progress or (lambda _msg: None))
 
     def _fit(self, data: RowBlocks, note: Progress) -> PersonaKMeans:
         """``fit`` on validated rows, BLAS on one thread (its products are small)."""
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.random_state)
         z, space, samples = self._standardise(data, rng)
         centroids, counts, selection = self._choose_k(z, samples, rng, note)
         centroids, counts, self.merged_ = self._enforce_k_min(z, samples, centroids, counts, rng)
@@ -211,11 +218,11 @@ class PersonaKMeans:
         note(f"fitted {self.k_} personas on {len(self.labels_)} users")
         return self
 
-    def predict(self, rows: F64) -> npt.NDArray[np.int64]:
+    def predict(self, X: F64) -> npt.NDArray[np.int64]:  # noqa: N803 - scikit-learn's name
         """Persona index of each raw row, exactly as the device's numpy assigner computes it.
 
         Args:
-            rows: raw features, shape (n, d).
+            X: raw features, shape (n, d).
 
         Returns:
             Persona indices.
@@ -224,8 +231,8 @@ class PersonaKMeans:
             NotFittedError: ``fit`` has not been called.
         """
         if not hasattr(self, "params_"):
-            raise NotFittedError("PersonaKMeans is not fitted yet; call fit(rows) first")
-        return numpy_assign(self.params_, self._check_rows(rows))[0]
+            raise NotFittedError("PersonaKMeans is not fitted yet; call fit(X) first")
+        return numpy_assign(self.params_, self._check_rows(X))[0]
 
     def _check_rows(self, rows: F64) -> F64:
         """Rows must be a finite (n, d) matrix."""

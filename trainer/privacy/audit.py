@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgepersona.sdk import DEFAULT_EPOCH_PERIOD_S, Manifest, PersonaRuntime, Pseudonymizer
+from edgepersona.sdk import DEFAULT_EPOCH_PERIOD_S, Manifest, PersonaError, PersonaRuntime, Pseudonymizer
 from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.sdk.protocol.envelope import (
     Contribution,
@@ -30,9 +30,9 @@ from edgepersona.sdk.protocol.envelope import (
     day_bucket,
     generate_collector_keypair,
 )
-from edgepersona.sdk.protocol.signing import TrustedKeys
+from edgepersona.sdk.protocol.trust import TrustedKeys
 
-__all__ = ["AUDIT_SCHEMA_VERSION", "build_audit", "fairness_table"]
+__all__ = ["AUDIT_SCHEMA_VERSION", "add_small_cells_check", "build_audit", "fairness_table"]
 
 AUDIT_SCHEMA_VERSION = 1
 ENVELOPE_LIMIT = 1024  # bytes, for a 16-feature spec with the default suite
@@ -84,7 +84,8 @@ def _privacy(m: Manifest, ledger: Mapping[str, Any] | None) -> dict[str, Any]:
             "bounds_source": p.bounds_source, "ledger": dict(ledger) if ledger else None}
 
 
-def _ledger(path: Path | None, trusted: TrustedKeys, source: str | None) -> dict[str, Any] | None:
+def _ledger(path: str | Path | None, trusted: TrustedKeys, source: str | None
+            ) -> dict[str, Any] | None:
     """Budget status per source, verified against a trusted key."""
     if path is None:
         return None
@@ -152,10 +153,13 @@ def _storage(db: str | None) -> dict[str, Any]:
     """What the collector keeps; with --db, its actual tables and columns."""
     out: dict[str, Any] = {
         "keeps": "per (model version, persona, day): count, per-feature sums and sums of"
-                 " squares; a dedupe ledger of HMAC(secret, pseudonym || sequence) keys",
+                 " squares (closed cells below k-min rolled forward); a dedupe set of"
+                 " HMAC(secret, pseudonym || sequence) keys and per-pseudonym daily quota slots"
+                 " (keyed hashes); admission token use counts (keyed)",
         "never_keeps": "per-user rows, pseudonyms, sequence numbers, client addresses,"
                        " times finer than a day",
-        "retention": "ledger keys expire with the replay window (7 days by default);"
+        "retention": "dedupe keys and quota slots expire with the replay window (7 days by"
+                     " default); token use counts when the token expires;"
                      " aggregates are kept until deleted", "tables": None}
     if db is not None:
         out["tables"] = _tables(db)
@@ -214,7 +218,8 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
               ("every released persona holds >= k-min users",
                all(c["share"] * report["lineage"]["users"] >= privacy["k_min"] - 1e-9
                    for c in report["personas"]), f"k-min {privacy['k_min']}"),
-              ("bounds declared, not taken from data", privacy["bounds_source"] == "declared",
+              ("bounds declared or coarse, not taken from data",
+               privacy["bounds_source"] in ("declared", "coarse"),
                privacy["bounds_source"]),
               ("envelope within 1 KiB (default suite)", egress["envelope_bytes"] <= ENVELOPE_LIMIT,
                f"{egress['envelope_bytes']} B"),
@@ -237,7 +242,50 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"check": c, "passed": bool(ok), "figure": str(f)} for c, ok, f in checks]
 
 
-def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Path | None = None,
+def add_small_cells_check(report: dict[str, Any], cells: Sequence[tuple[int, int, int, int]]
+                          ) -> dict[str, Any]:
+    """Add the check "no closed collector cell below k-min at rest" to an audit.
+
+    A closed (model version, persona, day) cell with fewer than k-min
+    contributions holds the sums and sums of squares of a handful of devices;
+    the collector rolls such cells forward once a day, so one that remains
+    means the roll-up did not run or was undone.
+
+    Args:
+        report: An audit from :func:`build_audit` (changed in place).
+        cells: (model version, persona, day, count) of the collector's closed
+            cells below the bundle's k-min (``collector.small_cells_at_rest``).
+
+    Returns:
+        The report, with the check appended and ``passed`` recomputed.
+    """
+    shown = ", ".join(f"v{v} persona {p} day {d}: {n}" for v, p, d, n in cells[:3])
+    figure = f"{len(cells)} closed cell(s) below k-min {report['privacy']['k_min']}" + (
+        f" ({shown}{', …' if len(cells) > 3 else ''})" if cells else "")
+    report["storage"]["small_closed_cells"] = len(cells)
+    report["checks"].append({"check": "no closed collector cell below k-min at rest",
+                             "passed": not cells, "figure": figure})
+    report["passed"] = all(c["passed"] for c in report["checks"])
+    return report
+
+
+def _release_checks(m: Manifest, ledger: str | Path | None, trusted: TrustedKeys
+                    ) -> list[dict[str, Any]]:
+    """Is this private release in the ledger, and is the ledger not behind it (see ledger_audit)?"""
+    if ledger is None or m.privacy.epsilon is None:
+        return []
+    from edgepersona.trainer.privacy.ledger_audit import load_ledger_view, release_checks
+
+    try:
+        view = load_ledger_view(ledger, trusted)
+    except PersonaError:  # reported by the budget check; these fail with it
+        return [{"check": "release recorded in the ledger", "passed": False,
+                 "figure": "the ledger does not verify"}]
+    return release_checks(m, view)
+
+
+def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes],
+                ledger: str | Path | None = None,
                 source: str | None = None, db: str | None = None,
                 fairness: Mapping[str, Any] | None = None,
                 now: datetime | None = None) -> dict[str, Any]:
@@ -246,7 +294,7 @@ def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Pa
     Args:
         bundle: the bundle folder or archive.
         trusted_keys: public keys the bundle (and ledger) must be signed with.
-        ledger: the privacy budget ledger, if any.
+        ledger: the privacy budget ledger (a file, or a sqlite:/// or postgresql:// URL), if any.
         source: only this ledger source (default: all).
         db: the collector's database URL, to list what it stores.
         fairness: a precomputed :func:`fairness_table`, if a group column was given.
@@ -270,6 +318,6 @@ def build_audit(bundle: str | Path, *, trusted_keys: Sequence[bytes], ledger: Pa
         "personas": [{"id": c.id, "name": c.name, "share": c.share} for c in m.personas],
         "fairness": dict(fairness) if fairness else None,
     }
-    report["checks"] = _checks(report)
+    report["checks"] = _checks(report) + _release_checks(m, ledger, trusted)
     report["passed"] = all(c["passed"] for c in report["checks"])
     return report

@@ -26,7 +26,7 @@ at c halves R compared with summing uncentred rows of a [0, hi] box. The round i
 mu_t-Gaussian-DP with mu_t^2 = 1/s_c^2 + R^2/s_s^2.
 Rounds compose adaptively as mu^2 = sum of mu_t^2 (Dong, Roth & Su 2022);
 mu = ``gaussian_mu(epsilon, delta)`` is the largest mu whose exact Gaussian
-privacy profile gives (epsilon, delta) (see :mod:`.ledger`, which records the
+privacy profile gives (epsilon, delta) (see :mod:`.accounting`; the ledger records the
 release as rho = mu^2/2 zCDP). Within a round 1/(1 + sqrt(d)) of mu_t^2 goes to
 the counts and the rest to the sums, which carry d coordinates.
 
@@ -45,6 +45,12 @@ Rounds and budget split (relative weights of mu^2, normalised to sum to 1):
      post-processing, no data access;
   5. ``iterations`` DP-Lloyd rounds (1.0 each, 4.0 for the last, whose noise
      is what the released centroids carry).
+DP-Lloyd is the noisy form of the shared Lloyd core
+(:mod:`edgepersona.trainer.engines.lloyd`): a round runs the core's map-reduce
+of per-centroid counts and sums (:func:`~edgepersona.trainer.engines.lloyd.partial_stats`
+over the local engine's blocks) and adds the round's Gaussian noise to the
+reduced totals (``_noisy_release``), the only values a data access releases;
+the tree's rounds add the same noise to the exact statistics of their cells.
 Only the final centroids (clipped to the box) and their noisy counts leave
 :class:`DPKMeans`; every intermediate value is discarded. Nothing depends on
 the true number of rows.
@@ -65,23 +71,25 @@ import math
 import secrets
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import FeatureSpec, InputError
 from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.trainer.engines.estimator import EstimatorParams
+from edgepersona.trainer.engines.lloyd import ClusterStats, nearest, partial_stats
+from edgepersona.trainer.engines.local import LocalBlocks
+from edgepersona.trainer.engines.row_blocks import MapReduce
 from edgepersona.trainer.errors import NotFittedError
-from edgepersona.trainer.privacy.ledger import gaussian_mu
+from edgepersona.trainer.privacy.accounting import gaussian_mu
 
 __all__ = ["DPKMeans", "DeclaredScaling", "PrivacyLeakWarning", "declared_scaling", "fit_dp_kmeans"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Seed = int | np.random.Generator | None
-_PARAMS = ("n_clusters", "epsilon", "delta", "bounds", "iterations", "tree_levels", "k_min",
-           "random_state")
 
 
 class PrivacyLeakWarning(UserWarning):
@@ -197,7 +205,7 @@ def fit_dp_kmeans(z: F64, k: int, *, epsilon: float, delta: float, iterations: i
     return model._fit_all(z)[0]
 
 
-class DPKMeans:
+class DPKMeans(EstimatorParams):
     """Differentially private k-means following scikit-learn's estimator conventions.
 
     Args:
@@ -223,35 +231,6 @@ class DPKMeans:
         self.tree_levels = tree_levels
         self.k_min = k_min
         self.random_state = random_state
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn's ``clone`` and grid searches use this).
-
-        Args:
-            deep: unused (no nested estimators).
-
-        Returns:
-            Parameter name to value.
-        """
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params: Any) -> DPKMeans:
-        """Set constructor parameters.
-
-        Args:
-            **params: parameter name to value.
-
-        Returns:
-            self.
-
-        Raises:
-            InputError: an unknown parameter.
-        """
-        for name, value in params.items():
-            if name not in _PARAMS:
-                raise InputError(f"unknown parameter {name!r}; expected one of {', '.join(_PARAMS)}")
-            setattr(self, name, value)
-        return self
 
     def fit(self, X: F64, y: object = None) -> DPKMeans:  # noqa: N803 - scikit-learn's name
         """Fit centroids with (epsilon, delta)-DP.
@@ -296,14 +275,17 @@ class DPKMeans:
         rng = seed if isinstance(seed, np.random.Generator) else \
             np.random.default_rng(secrets.randbits(128) if seed is None else seed)
         center, half = (upper + lower) / 2.0, (upper - lower) / 2.0
-        shifted = np.asfortranarray(np.clip(x, lower, upper) - center)  # columns contiguous
+        shifted = np.clip(x, lower, upper) - center
         weights = _schedule(levels, iterations)
         mu2 = mu * mu * weights / weights.sum()
         tree, refine = 2 * levels + 1, 2 * levels + 2  # rounds: root + tree, overclustered, Lloyd
-        points, sizes = _private_seeds(shifted, k, half, mu2[:tree], rng)
-        points, sizes = _lloyd(shifted, points, half, mu2[tree:refine], rng)
+        columns = np.asfortranarray(shifted)  # the tree's per-cell sums go column by column
+        points, sizes = _private_seeds(columns, k, half, mu2[:tree], rng)
+        del columns
+        blocks = LocalBlocks(shifted).map_reduce  # the shared Lloyd core's map-reduce
+        points, sizes = _lloyd(blocks, points, half, mu2[tree:refine], rng)
         start = _coreset_kmeans(points, sizes, k, half, rng)
-        centers, counts = _lloyd(shifted, start, half, mu2[refine:], rng)
+        centers, counts = _lloyd(blocks, start, half, mu2[refine:], rng)
         return centers + center, counts
 
     def predict(self, X: F64) -> I64:  # noqa: N803 - scikit-learn's name
@@ -320,7 +302,7 @@ class DPKMeans:
         """
         if not hasattr(self, "cluster_centers_"):
             raise NotFittedError("DPKMeans is not fitted yet; call fit(X) first")
-        return _nearest(_matrix(X), self.cluster_centers_)
+        return nearest(_matrix(X), self.cluster_centers_)[0]
 
     def _declared_bounds(self, x: F64) -> tuple[F64, F64]:
         """Broadcast and check the declared bounds, or take them from the data (and warn)."""
@@ -363,17 +345,24 @@ def _schedule(levels: int, iterations: int) -> F64:
     return np.array([0.1, *tree, 1.0, *([1.0] * (iterations - 1)), 4.0])
 
 
-def _noisy_stats(x: F64, cells: I64, m: int, mu2: float, rng: np.random.Generator,
-                 half: F64) -> tuple[F64, F64, float]:
-    """One round: the noisy count and sum of each of the m cells (the only data access)."""
+def _noisy_release(exact: ClusterStats, mu2: float, rng: np.random.Generator,
+                   half: F64) -> tuple[F64, F64, float]:
+    """Gaussian noise on one round's exact per-cell counts and sums: all a data access releases."""
     radius = float(np.linalg.norm(half))
-    share = 1.0 / (1.0 + math.sqrt(x.shape[1]))
+    share = 1.0 / (1.0 + math.sqrt(exact.sums.shape[1]))
     sigma_count = math.sqrt(1.0 / (share * mu2))
     sigma_sum = radius / math.sqrt((1.0 - share) * mu2)
-    counts = np.bincount(cells, minlength=m) + rng.normal(0.0, sigma_count, m)
+    counts = exact.counts + rng.normal(0.0, sigma_count, len(exact.counts))
+    return counts, exact.sums + rng.normal(0.0, sigma_sum, exact.sums.shape), sigma_count
+
+
+def _noisy_stats(x: F64, cells: I64, m: int, mu2: float, rng: np.random.Generator,
+                 half: F64) -> tuple[F64, F64, float]:
+    """One round over a public partition (the tree's cells): exact count and sum per cell, noised."""
+    counts = np.bincount(cells, minlength=m).astype(np.float64)
     sums = np.stack([np.bincount(cells, weights=column, minlength=m)
-                     for column in np.ascontiguousarray(x.T)], axis=1)
-    return counts, sums + rng.normal(0.0, sigma_sum, sums.shape), sigma_count
+                     for column in np.ascontiguousarray(x.T)], axis=1).astype(np.float64, copy=False)
+    return _noisy_release(ClusterStats(counts, sums, 0.0), mu2, rng, half)
 
 
 def _means(counts: F64, sums: F64, sigma: float | F64, half: F64, previous: F64) -> F64:
@@ -447,7 +436,7 @@ def _coreset_kmeans(points: F64, weights: F64, k: int, half: F64, rng: np.random
             pick = rng.choice(len(points), p=gap / gap.sum()) if gap.sum() > 0 else 0
             centers = np.vstack([centers, points[pick]])
         for _ in range(steps):
-            labels = _nearest(points, centers)
+            labels = nearest(points, centers)[0]
             mass = np.bincount(labels, weights=w, minlength=k)
             total = np.zeros_like(centers)
             np.add.at(total, labels, points * w[:, None])
@@ -455,25 +444,18 @@ def _coreset_kmeans(points: F64, weights: F64, k: int, half: F64, rng: np.random
             if np.array_equal(moved, centers):
                 break
             centers = moved
-        cost = float((w * ((points - centers[_nearest(points, centers)]) ** 2).sum(axis=1)).sum())
+        cost = float((w * ((points - centers[nearest(points, centers)[0]]) ** 2).sum(axis=1)).sum())
         if cost < best_cost:
             best, best_cost = centers, cost
     return best
 
 
-def _lloyd(x: F64, centers: F64, half: F64, mu2: F64, rng: np.random.Generator) -> tuple[F64, F64]:
-    """DP-Lloyd rounds; returns the final centroids and their noisy counts."""
+def _lloyd(rows: MapReduce, centers: F64, half: F64, mu2: F64, rng: np.random.Generator
+           ) -> tuple[F64, F64]:
+    """DP-Lloyd: the shared core's map-reduce of per-centroid counts and sums, noise on the totals."""
     counts = np.zeros(len(centers))
     for budget in mu2:
-        counts, sums, sigma = _noisy_stats(x, _nearest(x, centers), len(centers), float(budget),
-                                           rng, half)
+        exact: ClusterStats = rows(partial(partial_stats, centroids=centers))
+        counts, sums, sigma = _noisy_release(exact, float(budget), rng, half)
         centers = _means(counts, sums, sigma, half, centers)
     return centers, counts
-
-
-def _nearest(x: F64, centers: F64, chunk: int = 32_768) -> I64:
-    """Index of the nearest centre for each row (chunked to bound the (rows, k) temporaries)."""
-    norms, out = (centers**2).sum(axis=1), np.empty(len(x), dtype=np.int64)
-    for start in range(0, len(x), chunk):
-        out[start:start + chunk] = np.argmin(norms - 2.0 * (x[start:start + chunk] @ centers.T), axis=1)
-    return out

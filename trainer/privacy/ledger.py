@@ -1,242 +1,101 @@
 """Privacy budget ledger: per data source (ε, δ) budgets, spent release by release.
 
-Accounting. A Gaussian release (L2 sensitivity Δ, noise sigma) is mu-GDP with
-mu = Δ/sigma, and an adaptive composition of Gaussians is exactly one
-Gaussian with mu^2 = Σ mu_i^2 (Dong, Roth & Su 2022). The ledger records each
-Gaussian release as zCDP rho = mu^2/2 and, because every rho in it comes
-from Gaussian noise, converts the total with the *exact* Gaussian privacy
-profile (Balle & Wang 2018), δ(ε; mu) = Φ(-ε/mu + mu/2) - e^ε Φ(-ε/mu - mu/2):
-about 7% more mu than the generic zCDP bound ε = rho + 2 sqrt(rho ln(1/δ)) at
-ε = 1, δ = 1e-6. A release calibrated to (ε, δ) has mu = ``gaussian_mu(ε, δ)``.
-Any other mechanism is recorded as plain (ε, δ) and added by basic
-composition, so a source has spent::
+The maths is :mod:`.accounting`'s; this module keeps the record.
 
-    ε_spent = Σ ε_other + gaussian_epsilon(sqrt(2 Σ rho), δ_budget - Σ δ_other)
-
-and a release is allowed while that stays ≤ ε_budget (and Σ δ_other ≤ δ_budget).
-
-File. One canonical JSON object per line (sorted keys, no spaces), append-
+Entries. One canonical JSON object per entry (sorted keys, no spaces), append-
 only: ``seq`` counts from 0, ``prev`` is the SHA-256 of the previous line (64
 zeros first) and ``sig`` an Ed25519 signature (context :data:`LEDGER_CONTEXT`)
 over the line without ``sig``. Editing, reordering, removing or inserting any
-line but the last breaks a signature or the chain: ModelIntegrityError.
+line but the last breaks a signature or the chain: ModelIntegrityError. The
+lines live in a file, SQLite or PostgreSQL (:mod:`.ledger_store`); the bytes
+and the checks are the same in all three.
 
-Crashes. Appends run under an exclusive ``flock`` (so check-and-append is
-atomic across processes), write the whole line, then ``fsync``. A crash
-mid-write leaves an unterminated last line; if it does not verify it is a
-*torn tail*: ignored (its ``spend`` never returned, so its release was never
-published), reported by :attr:`PrivacyLedger.torn_tail` and cut off by the
-next append. An unterminated line that verifies counts. Publish a release
-only after :meth:`PrivacyLedger.spend` returns.
+The people, not the name. A budget and every spend carry a keyed sketch of
+their users' ids (:mod:`.source_identity`; the secret sits beside the ledger,
+``<ledger>.source-key``). At spend time the release is charged to the named
+source *and* to every source whose people it shares (the rule in
+:func:`.source_identity.same_people`), and it must fit every one of those
+budgets, whatever name, file name or ``--source`` it arrives with.
 
-Limits. Whole entries cut off the end, or an older copy restored, cannot be
-seen from the file alone: record :attr:`PrivacyLedger.head` in each release's
-manifest and check it later with :meth:`PrivacyLedger.verify_head`.
+Identity and heads. :attr:`PrivacyLedger.ledger_id` is the SHA-256 of entry 0
+(a new or re-created ledger has another); :attr:`PrivacyLedger.head` is
+(seq, SHA-256) of the last entry. Each private release records both in its
+manifest, so an audit can tell a ledger that is missing the release, went
+backwards or was replaced (:mod:`.ledger_audit`).
+
+Crashes (file form). Appends run under an exclusive ``flock``, write the whole
+line, then ``fsync``. A crash mid-write leaves an unterminated last line; if it
+does not verify it is a *torn tail*: ignored (its ``spend`` never returned, so
+its release was never published), reported by :attr:`PrivacyLedger.torn_tail`
+and cut off by the next append. An unterminated line that verifies counts.
+Publish a release only after :meth:`PrivacyLedger.spend` returns.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
-import functools
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgepersona.sdk import InputError, ModelIntegrityError
 from edgepersona.sdk.protocol.signing import key_id, sign
-from edgepersona.trainer.errors import BudgetExceededError
+from edgepersona.trainer.privacy.accounting import (
+    BudgetStatus,
+    Mechanism,
+    check_epsilon_delta,
+    gaussian_mu,
+    refuse_if_over,
+)
+from edgepersona.trainer.privacy.ledger_store import Appended, LedgerStore, open_store
+from edgepersona.trainer.privacy.source_identity import (
+    SourceSketch,
+    load_source_secret,
+    same_people,
+    sketch_ids,
+)
 
-__all__ = ["LEDGER_CONTEXT", "BudgetStatus", "PrivacyLedger", "gaussian_delta", "gaussian_epsilon",
-           "gaussian_mu", "read_ledger"]
+__all__ = ["LEDGER_CONTEXT", "PrivacyLedger", "entry_hash", "read_ledger", "read_ledger_chain",
+           "source_secret_path", "summarise"]
 
 LEDGER_CONTEXT = b"edgepersona/ledger/v1\x00"
-Mechanism = Literal["gaussian", "other"]
 Entries = tuple[dict[str, Any], ...]
 _GENESIS = "0" * 64
-_TOLERANCE = 1e-9  # relative slack on ε comparisons (float rounding of the conversions)
-
-
-def _phi(x: float) -> float:
-    """Standard normal CDF, accurate in the tails (erfc, no cancellation)."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def gaussian_delta(mu: float, epsilon: float) -> float:
-    """The exact δ at which a μ-GDP (Gaussian) mechanism is ε-DP.
-
-    Args:
-        mu: the Gaussian-DP parameter (sensitivity / noise standard deviation).
-        epsilon: ε ≥ 0.
-
-    Returns:
-        δ(ε; μ) = Φ(-ε/μ + μ/2) - e^ε Φ(-ε/μ - μ/2).
-    """
-    if mu <= 0.0:
-        return 0.0
-    tail = _phi(-epsilon / mu - mu / 2.0)
-    second = math.exp(epsilon + math.log(tail)) if tail > 0.0 else 0.0
-    return max(0.0, _phi(-epsilon / mu + mu / 2.0) - second)
-
-
-def _bisect(inside: Callable[[float], bool], lo: float, hi: float) -> tuple[float, float]:
-    """Shrink [lo, hi] around the switch of a monotone predicate (true at lo)."""
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if inside(mid) else (lo, mid)
-    return lo, hi
-
-
-@functools.lru_cache(maxsize=1024)
-def gaussian_mu(epsilon: float, delta: float) -> float:
-    """The largest μ whose Gaussian mechanism is (ε, δ)-DP.
-
-    Args:
-        epsilon: ε > 0.
-        delta: 0 < δ < 1.
-
-    Returns:
-        μ (rounded down, so the guarantee holds).
-
-    Raises:
-        InputError: ε or δ out of range (Gaussian noise needs δ > 0).
-    """
-    _check_eps_delta(epsilon, delta)
-    if delta == 0.0:
-        raise InputError("Gaussian noise needs delta > 0 (e.g. 1e-6, well below 1/number of users)")
-    hi = 1.0
-    while gaussian_delta(hi, epsilon) <= delta:
-        hi *= 2.0
-    return _bisect(lambda mu: gaussian_delta(mu, epsilon) <= delta, 0.0, hi)[0]
-
-
-def gaussian_epsilon(mu: float, delta: float) -> float:
-    """The smallest ε at which a μ-GDP mechanism is (ε, δ)-DP.
-
-    Args:
-        mu: the Gaussian-DP parameter, ≥ 0.
-        delta: δ; 0 or less gives infinity.
-
-    Returns:
-        ε (rounded up, so the guarantee holds).
-    """
-    if mu <= 0.0:
-        return 0.0
-    if delta <= 0.0:
-        return math.inf
-    if gaussian_delta(mu, 0.0) <= delta:
-        return 0.0
-    hi = 1.0
-    while gaussian_delta(mu, hi) > delta:
-        hi *= 2.0
-    return _bisect(lambda eps: gaussian_delta(mu, eps) > delta, 0.0, hi)[1]
-
-
-def _check_eps_delta(epsilon: float, delta: float, mechanism: str = "other") -> None:
-    """ε must be positive and finite, δ in [0, 1), the mechanism known."""
-    if mechanism not in ("gaussian", "other"):
-        raise InputError(f"mechanism must be 'gaussian' or 'other', got {mechanism!r}")
-    if not (math.isfinite(epsilon) and epsilon > 0.0):
-        raise InputError(f"epsilon must be a positive finite number, got {epsilon!r}")
-    if not (math.isfinite(delta) and 0.0 <= delta < 1.0):
-        raise InputError(f"delta must be in [0, 1), got {delta!r}")
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    """What one data source may spend and has spent.
-
-    Attributes:
-        source: the data source name.
-        epsilon: the budget's ε (inf when no budget is set: nothing may be spent).
-        delta: the budget's δ.
-        rho: zCDP rho of the Gaussian releases so far (μ² / 2).
-        other_epsilon: summed ε of non-Gaussian releases.
-        other_delta: summed δ of non-Gaussian releases.
-        releases: the number of spends recorded.
-        has_budget: whether a budget entry exists for the source.
-    """
-
-    source: str
-    epsilon: float
-    delta: float
-    rho: float = 0.0
-    other_epsilon: float = 0.0
-    other_delta: float = 0.0
-    releases: int = 0
-    has_budget: bool = True
-
-    @property
-    def spent_epsilon(self) -> float:
-        """Total ε spent, stated at the budget's δ (see the module docstring)."""
-        mu = math.sqrt(2.0 * self.rho)
-        return self.other_epsilon + gaussian_epsilon(mu, self.delta - self.other_delta)
-
-    def after(self, epsilon: float, delta: float, mechanism: Mechanism) -> BudgetStatus:
-        """The status once a release of (ε, δ) is added.
-
-        Args:
-            epsilon: the release's ε.
-            delta: the release's δ.
-            mechanism: ``"gaussian"`` (composed in rho) or ``"other"`` (basic composition).
-
-        Returns:
-            The new status.
-
-        Raises:
-            InputError: ε or δ out of range, or an unknown mechanism.
-        """
-        _check_eps_delta(epsilon, delta, mechanism)
-        if mechanism == "gaussian":
-            rho = gaussian_mu(epsilon, delta) ** 2 / 2.0
-            return replace(self, rho=self.rho + rho, releases=self.releases + 1)
-        return replace(self, other_epsilon=self.other_epsilon + epsilon,
-                       other_delta=self.other_delta + delta, releases=self.releases + 1)
-
-    def fits(self) -> bool:
-        """Whether the spending is within the budget."""
-        return (self.has_budget and self.other_delta <= self.delta * (1.0 + _TOLERANCE)
-                and self.spent_epsilon <= self.epsilon * (1.0 + _TOLERANCE))
-
-    def remaining_epsilon(self, delta: float) -> float:
-        """The largest ε a further Gaussian release calibrated at ``delta`` may use.
-
-        Args:
-            delta: the δ the release would be calibrated at.
-
-        Returns:
-            ε, or 0 when nothing is left.
-        """
-        left_eps, left_delta = self.epsilon - self.other_epsilon, self.delta - self.other_delta
-        if not self.has_budget or left_eps <= 0.0 or left_delta <= 0.0 or delta <= 0.0:
-            return 0.0
-        room = gaussian_mu(left_eps, left_delta) ** 2 - 2.0 * self.rho
-        return gaussian_epsilon(math.sqrt(room), delta) if room > 0.0 else 0.0
 
 
 @dataclass(frozen=True)
 class _Contents:
-    """A verified ledger: its entries, the head, and the torn tail's size."""
+    """A verified ledger: its entries, each line's hash, the head, and the torn tail's size."""
 
     entries: Entries
-    head: tuple[int, str]
+    hashes: tuple[str, ...]
     good_bytes: int
     torn_tail: int
 
+    @property
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (-1, zeros) when empty."""
+        return (len(self.entries) - 1, self.hashes[-1] if self.hashes else _GENESIS)
 
-def _entry_hash(line: bytes) -> str:
-    """The chain hash of one line (without its newline)."""
+
+def entry_hash(line: bytes) -> str:
+    """The chain hash of one ledger line (without its newline).
+
+    Args:
+        line: the line's bytes.
+
+    Returns:
+        Its SHA-256, hex.
+    """
     return hashlib.sha256(line).hexdigest()
 
 
@@ -259,38 +118,55 @@ def _verify_line(line: bytes, seq: int, prev: str, public: Ed25519PublicKey) -> 
 
 
 def _parse(data: bytes, public: Ed25519PublicKey) -> _Contents:
-    """Verify a whole file; any bad line but an unterminated last one is an integrity error."""
+    """Verify every line; any bad line but an unterminated last one is an integrity error."""
     lines = data.split(b"\n")
     complete, tail = lines[:-1], lines[-1]
     entries: list[dict[str, Any]] = []
-    prev, offset = _GENESIS, 0
+    hashes: list[str] = []
+    offset = 0
     for seq, line in enumerate(complete):
-        entry = _verify_line(line, seq, prev, public)
+        entry = _verify_line(line, seq, hashes[-1] if hashes else _GENESIS, public)
         if entry is None:
             raise ModelIntegrityError(
                 f"privacy ledger entry {seq} (byte {offset}) is not the signed successor of entry"
                 f" {seq - 1}: the ledger was edited, reordered or truncated in the middle; restore"
                 " it from backup — budgets cannot be trusted until then")
         entries.append(entry)
-        prev, offset = _entry_hash(line), offset + len(line) + 1
+        hashes.append(entry_hash(line))
+        offset += len(line) + 1
     torn = len(tail)
     if tail:
-        entry = _verify_line(tail, len(entries), prev, public)
+        entry = _verify_line(tail, len(entries), hashes[-1] if hashes else _GENESIS, public)
         if entry is not None:  # complete entry whose newline was lost: it counts
             entries.append(entry)
-            prev, offset, torn = _entry_hash(tail), offset + len(tail), 0
-    return _Contents(tuple(entries), (len(entries) - 1, prev), offset, torn)
+            hashes.append(entry_hash(tail))
+            offset, torn = offset + len(tail), 0
+    return _Contents(tuple(entries), tuple(hashes), offset, torn)
 
 
-def _summarise(entries: Entries, source: str) -> BudgetStatus:
-    """Compose the spends of one source (``has_budget`` False when none was set)."""
+def _covers(entry: dict[str, Any], source: str) -> bool:
+    """Whether an entry belongs to (or was also charged to) a source."""
+    return bool(entry.get("source") == source or source in entry.get("sources", ()))
+
+
+def summarise(entries: Sequence[dict[str, Any]], source: str) -> BudgetStatus:
+    """Compose the spends charged to one source (``has_budget`` False when none was set).
+
+    Args:
+        entries: verified ledger entries.
+        source: the source label.
+
+    Returns:
+        Its status.
+    """
     status = BudgetStatus(source, math.inf, 0.0, has_budget=False)
     for entry in entries:
-        if entry.get("source") != source:
+        if not _covers(entry, source):
             continue
         if entry["kind"] == "budget":
-            status = replace(status, epsilon=float(entry["epsilon"]), delta=float(entry["delta"]),
-                             has_budget=True)
+            if entry.get("source") == source:
+                status = replace(status, epsilon=float(entry["epsilon"]),
+                                 delta=float(entry["delta"]), has_budget=True)
         elif entry["mechanism"] == "gaussian":
             status = replace(status, rho=status.rho + float(entry["rho"]),
                              releases=status.releases + 1)
@@ -299,27 +175,77 @@ def _summarise(entries: Entries, source: str) -> BudgetStatus:
     return status
 
 
-class PrivacyLedger:
-    """An append-only, signed, hash-chained privacy budget ledger in one file.
+def _people(entries: Entries) -> dict[str, SourceSketch]:
+    """Each budgeted source's sketch: the union of its budget's and its spends' sketches."""
+    budgeted = [e["source"] for e in entries if e["kind"] == "budget"]
+    people: dict[str, SourceSketch] = {}
+    for entry in entries:
+        if "sketch" not in entry:
+            continue
+        sketch = SourceSketch.decode(str(entry["sketch"]))
+        for source in {entry["source"], *entry.get("sources", ())} & set(budgeted):
+            people[source] = people[source].merge(sketch) if source in people else sketch
+    return people
+
+
+def _charged(entries: Entries, source: str, sketch: SourceSketch | None) -> list[str]:
+    """The named source first, then every budgeted source sharing the sketch's people."""
+    if sketch is None:
+        return [source]
+    matches = [name for name, known in _people(entries).items()
+               if name != source and same_people(sketch, known)]
+    return [source, *sorted(matches)]
+
+
+def source_secret_path(where: str | os.PathLike[str]) -> Path | None:
+    """Where a file ledger keeps its source secret (``<ledger>.source-key``); None for a database.
 
     Args:
-        path: the ledger file (created on first write, mode 0600).
+        where: the ledger's path or URL.
+
+    Returns:
+        The secret's path, or None when ``where`` is a database URL.
+    """
+    text = os.fspath(where)
+    if text.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return None
+    return Path(text + ".source-key")
+
+
+class PrivacyLedger:
+    """An append-only, signed, hash-chained privacy budget ledger (file, SQLite or PostgreSQL).
+
+    Args:
+        where: the ledger file (created on first write, mode 0600), ``sqlite:///path.db``
+            or a ``postgresql://`` URL.
         key: the Ed25519 key that signs new entries; existing entries must verify under it.
+        secret: the source secret's file (default ``<ledger>.source-key``; needed for a
+            database ledger before :meth:`sketch` can be used).
 
     Raises:
-        ModelIntegrityError: the existing file fails verification.
+        ModelIntegrityError: the existing entries fail verification.
     """
 
-    def __init__(self, path: str | os.PathLike[str], key: Ed25519PrivateKey) -> None:
-        self.path = Path(path)
+    def __init__(self, where: str | os.PathLike[str], key: Ed25519PrivateKey, *,
+                 secret: Path | None = None) -> None:
+        self.where = os.fspath(where)
+        self.path = Path(self.where)
+        self._store: LedgerStore = open_store(where)
         self._key = key
         self._public = key.public_key()
+        self._secret_path = secret or source_secret_path(where)
         self._read()
 
     @property
     def head(self) -> tuple[int, str]:
         """(seq, SHA-256) of the last entry; record it in each release's manifest."""
         return self._read().head
+
+    @property
+    def ledger_id(self) -> str | None:
+        """The SHA-256 of entry 0 (None while empty): a re-created ledger has another."""
+        hashes = self._read().hashes
+        return hashes[0] if hashes else None
 
     @property
     def torn_tail(self) -> int:
@@ -336,11 +262,58 @@ class PrivacyLedger:
         Raises:
             ModelIntegrityError: the entry is gone or different.
         """
-        data = self.path.read_bytes() if self.path.exists() else b""
-        if seq >= len(_parse(data, self._public).entries) or _entry_hash(data.split(b"\n")[seq]) != digest:
+        hashes = self._read().hashes
+        if not 0 <= seq < len(hashes) or hashes[seq] != digest:
             raise ModelIntegrityError(
                 f"privacy ledger no longer holds entry {seq} ({digest[:12]}…) recorded in a release;"
                 " it was truncated or replaced by an older copy — restore it from backup")
+
+    def sketch(self, user_ids: Sequence[str]) -> SourceSketch:
+        """The keyed sketch of a release's users under this ledger's source secret.
+
+        Args:
+            user_ids: the users the release is computed from.
+
+        Returns:
+            The sketch (no id is kept).
+
+        Raises:
+            InputError: no ids, or a database ledger without a secret path.
+        """
+        return sketch_ids(user_ids, self.source_secret())
+
+    def source_secret(self) -> bytes:
+        """The source secret (created on first use).
+
+        Returns:
+            32 bytes.
+
+        Raises:
+            InputError: a database ledger was opened without ``secret``.
+        """
+        if self._secret_path is None:
+            raise InputError("a database ledger needs a source secret file: pass --ledger-secret"
+                             " PATH (secret=PATH in Python); keep it as safe as the signing key")
+        return load_source_secret(self._secret_path)
+
+    def resolve(self, sketch: SourceSketch, label: str | None = None) -> str:
+        """The source a release on these people spends from.
+
+        Args:
+            sketch: the release's users.
+            label: an operator-chosen name, used only when the people are new.
+
+        Returns:
+            The first budgeted source sharing these people, else ``label``, else the
+            sketch's opaque label.
+        """
+        entries = self._read().entries
+        people = _people(entries)
+        order = [e["source"] for e in entries if e["kind"] == "budget" and e["source"] in people]
+        for name in order:
+            if same_people(sketch, people[name]):
+                return str(name)
+        return label or sketch.label(self.source_secret())
 
     def status(self, source: str) -> BudgetStatus:
         """The budget and spending of one data source.
@@ -351,49 +324,62 @@ class PrivacyLedger:
         Returns:
             Its status.
         """
-        return _summarise(self._read().entries, source)
+        return summarise(self._read().entries, source)
 
-    def set_budget(self, source: str, *, epsilon: float, delta: float) -> None:
+    def set_budget(self, source: str, *, epsilon: float, delta: float,
+                   sketch: SourceSketch | None = None) -> None:
         """Give a data source its total budget (once; budgets are never raised).
 
         Args:
             source: the data source name.
             epsilon: total ε.
             delta: total δ.
+            sketch: the source's people; a budget for people who already have one is refused.
 
         Raises:
-            InputError: bad values, or the source already has a budget.
+            InputError: bad values, the source already has a budget, or its people do.
         """
-        _check_eps_delta(epsilon, delta)
+        check_epsilon_delta(epsilon, delta)
+        body: dict[str, Any] = {"kind": "budget", "source": source, "epsilon": epsilon, "delta": delta}
+        if sketch is not None:
+            body["sketch"] = sketch.encode()
 
         def allowed(entries: Entries) -> None:
-            current = _summarise(entries, source)
+            current = summarise(entries, source)
             if current.has_budget:
                 raise InputError(f"source {source!r} already has a budget (ε={current.epsilon:g},"
                                  f" δ={current.delta:g}); budgets cannot be changed — use a new source")
+            others = _charged(entries, source, sketch)[1:]
+            if others:
+                raise InputError(f"these people already have a budget under source {others[0]!r};"
+                                 " a new name does not give them a new budget")
 
-        self._append({"kind": "budget", "source": source, "epsilon": epsilon, "delta": delta}, allowed)
+        self._append(body, allowed)
 
     def check(self, source: str, *, epsilon: float, delta: float,
-              mechanism: Mechanism = "gaussian") -> None:
+              mechanism: Mechanism = "gaussian", sketch: SourceSketch | None = None) -> None:
         """Refuse, before any noise is drawn, a release the budget cannot pay for.
 
         Args:
             source: the data source name.
             epsilon: the release's ε.
             delta: the release's δ.
-            mechanism: ``"gaussian"`` or ``"other"`` (see the module docstring).
+            mechanism: ``"gaussian"`` or ``"other"`` (see :mod:`.accounting`).
+            sketch: the release's people: every source sharing them must afford it too.
 
         Raises:
-            BudgetExceededError: the release would exceed the source's budget.
+            BudgetExceededError: the release would exceed a budget it is charged to.
             InputError: ε or δ out of range.
         """
-        _check_eps_delta(epsilon, delta, mechanism)
-        _refuse_if_over(self.status(source), epsilon, delta, mechanism)
+        check_epsilon_delta(epsilon, delta, mechanism)
+        entries = self._read().entries
+        for name in _charged(entries, source, sketch):
+            refuse_if_over(summarise(entries, name), epsilon, delta, mechanism)
 
     def spend(self, source: str, *, epsilon: float, delta: float, mechanism: Mechanism = "gaussian",
-              note: str = "", now: datetime | None = None) -> tuple[int, str]:
-        """Record a release; re-checks the budget under the file lock first.
+              note: str = "", now: datetime | None = None,
+              sketch: SourceSketch | None = None) -> tuple[int, str]:
+        """Record a release; re-checks every budget it is charged to under the lock first.
 
         Call after the noise is drawn and before the result leaves the process.
 
@@ -404,38 +390,43 @@ class PrivacyLedger:
             mechanism: ``"gaussian"`` or ``"other"``.
             note: what was released (e.g. ``"retail-personas v3"``).
             now: the entry's time (default: the system clock).
+            sketch: the release's people (recorded; see the module docstring).
 
         Returns:
             The new head (seq, SHA-256).
 
         Raises:
-            BudgetExceededError: the release would exceed the budget (nothing is written).
+            BudgetExceededError: the release would exceed a budget (nothing is written).
             InputError: ε or δ out of range.
         """
-        _check_eps_delta(epsilon, delta, mechanism)
+        check_epsilon_delta(epsilon, delta, mechanism)
         body: dict[str, Any] = {"kind": "spend", "source": source, "mechanism": mechanism,
                                 "epsilon": epsilon, "delta": delta, "note": note}
         if mechanism == "gaussian":
             body["rho"] = gaussian_mu(epsilon, delta) ** 2 / 2.0
-        return self._append(body, lambda entries: _refuse_if_over(
-            _summarise(entries, source), epsilon, delta, mechanism), now)
+        if sketch is not None:
+            body["sketch"] = sketch.encode()
+
+        def allowed(entries: Entries) -> None:
+            charged = _charged(entries, source, sketch)
+            for name in charged:
+                refuse_if_over(summarise(entries, name), epsilon, delta, mechanism)
+            if len(charged) > 1:
+                body["sources"] = charged[1:]
+
+        return self._append(body, allowed, now)
 
     def _read(self) -> _Contents:
-        """Read and verify the file under a shared lock."""
-        if not self.path.exists():
-            return _Contents((), (-1, _GENESIS), 0, 0)
-        with self.path.open("rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            return _parse(handle.read(), self._public)
+        """Read and verify every entry."""
+        return _parse(self._store.read(), self._public)
 
     def _append(self, body: dict[str, Any], allowed: Callable[[Entries], None],
-                now: datetime | None = None) -> tuple[int, str]:
-        """Under an exclusive lock: verify, cut a torn tail, check, write one line, fsync."""
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            data = os.pread(fd, os.fstat(fd).st_size, 0)
+                now: datetime | None = None
+                ) -> tuple[int, str]:
+        """Under the store's lock: verify, check, sign one line; return the new head."""
+        made: list[tuple[int, str]] = []
+
+        def build(data: bytes) -> Appended:
             parsed = _parse(data, self._public)
             allowed(parsed.entries)
             seq, prev = parsed.head
@@ -444,57 +435,43 @@ class PrivacyLedger:
                      "key_id": key_id(self._public)}
             signature = sign(self._key, LEDGER_CONTEXT, _canonical(entry)).signature
             line = _canonical({**entry, "sig": base64.b64encode(signature).decode("ascii")})
-            fix = b"\n" if parsed.good_bytes and data[parsed.good_bytes - 1:parsed.good_bytes] != b"\n" \
-                else b""
-            os.ftruncate(fd, parsed.good_bytes)
-            _write_all(fd, fix + line + b"\n", parsed.good_bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            _fsync_dir(self.path.parent)
-        return seq + 1, _entry_hash(line)
+            made.append((seq + 1, entry_hash(line)))
+            return Appended(parsed.good_bytes, seq + 1, line)
+
+        self._store.append(build)
+        return made[-1]
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    """Write every byte at ``offset`` (a crash part-way leaves a torn tail)."""
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
+def read_ledger_chain(where: str | os.PathLike[str], public: Ed25519PublicKey
+                      ) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
+    """Verify a ledger with the trainer's public key only; return its entries and line hashes.
+
+    Args:
+        where: the ledger file or database URL.
+        public: the public key of the key that signed the entries.
+
+    Returns:
+        (the verified entries, the SHA-256 of each entry's line; entry 0's is the ledger id).
+
+    Raises:
+        ModelIntegrityError: an entry is edited, reordered or missing in the middle.
+        InputError: the file does not exist.
+    """
+    text = os.fspath(where)
+    file = Path(text[len("sqlite:///"):]) if text.startswith("sqlite:///") else \
+        None if source_secret_path(text) is None else Path(text)
+    if file is not None and not file.exists():
+        raise InputError(f"no privacy ledger at {file.name}")
+    contents = _parse(open_store(where).read(), public)
+    return contents.entries, contents.hashes
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a new file's directory entry durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _refuse_if_over(status: BudgetStatus, epsilon: float, delta: float, mechanism: Mechanism) -> None:
-    """Raise BudgetExceededError when the release does not fit."""
-    if not status.has_budget:
-        raise BudgetExceededError(f"data source {status.source!r} has no privacy budget; set one"
-                                  " with PrivacyLedger.set_budget before releasing anything")
-    after = status.after(epsilon, delta, mechanism)
-    if after.fits():
-        return
-    left = status.remaining_epsilon(delta)
-    raise BudgetExceededError(
-        f"privacy budget of source {status.source!r} would be exceeded: budget ε={status.epsilon:g},"
-        f" δ={status.delta:g}; spent ε={status.spent_epsilon:.4g} over {status.releases} release(s);"
-        f" this {mechanism} release asks ε={epsilon:g}, δ={delta:g}, which would make the total"
-        f" ε={after.spent_epsilon:.4g}. At most ε={left:.4g} is left for a Gaussian release at"
-        f" δ={delta:g}: ask for less, or stop releasing from this source")
-
-
-def read_ledger(path: str | os.PathLike[str], public: Ed25519PublicKey
+def read_ledger(where: str | os.PathLike[str], public: Ed25519PublicKey
                 ) -> tuple[tuple[dict[str, Any], ...], dict[str, BudgetStatus]]:
     """Verify a ledger with the trainer's public key only (for auditors).
 
     Args:
-        path: the ledger file.
+        where: the ledger file or database URL.
         public: the public key of the key that signed the entries.
 
     Returns:
@@ -504,10 +481,6 @@ def read_ledger(path: str | os.PathLike[str], public: Ed25519PublicKey
         ModelIntegrityError: an entry is edited, reordered or missing in the middle.
         InputError: the file does not exist.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"no privacy ledger at {path}") from None
-    contents = _parse(data, public)
-    sources = sorted({str(e.get("source")) for e in contents.entries if e.get("source")})
-    return contents.entries, {s: _summarise(contents.entries, s) for s in sources}
+    entries, _ = read_ledger_chain(where, public)
+    sources = sorted({str(e.get("source")) for e in entries if e.get("source")})
+    return entries, {s: summarise(entries, s) for s in sources}

@@ -8,8 +8,9 @@
    contribution per customer and sync over HTTP.
 4. Behaviour moves on: the gateways fold the next months of events and sync
    again.
-5. The trainer refits v2 from the last week's aggregates; the drift gate
-   decides publish or review (the demo approves as the reviewer).
+5. One scheduled round (``edgepersona schedule``) refits v2 from both syncs'
+   cells, the older one decayed (60 % 7-day / 40 % 90-day blend); the drift
+   gate decides publish or review (the demo approves as the reviewer).
 6. The gateways pull v2, verify it and reassign.
 
 Everything runs on a simulated clock at the data's dates, so day buckets and
@@ -29,9 +30,11 @@ import numpy as np
 
 from edgepersona.sdk import (
     HttpTransport,
+    InputError,
     Manifest,
     MemoryKeyProvider,
     PersonaClient,
+    PersonaRuntime,
     Sealer,
     SyncAgent,
     TrackedEvent,
@@ -49,13 +52,8 @@ from edgepersona.trainer.data.events import EventLog, read_event_log
 from edgepersona.trainer.data.features import compute_features
 from edgepersona.trainer.release.export import write_bundle
 from edgepersona.trainer.release.keys import generate_collector_key, generate_signing_key, load_signing_key
-from edgepersona.trainer.release.refit import (
-    DriftReport,
-    PersonaAggregates,
-    approve_bundle,
-    refit_bundle,
-    write_refit,
-)
+from edgepersona.trainer.release.refit import DriftReport, approve_bundle
+from edgepersona.trainer.release.schedule import ScheduleOptions, run_schedule
 from edgepersona.trainer.release.train import TrainOptions, train_bundle
 
 __all__ = ["LoopResult", "SimulatedClock", "run_dynamic_loop"]
@@ -176,7 +174,8 @@ def run_dynamic_loop(work: Path, *, customers: int = 300, seed: int = 7,
     active = np.unique(log.user[early])
     rows = compute_features(log.subset(active), spec, CUTOFF)
     v1 = train_bundle(rows, spec, load_signing_key(private),
-                      TrainOptions(model_id=MODEL_ID, k=4, seed=seed, stability_rounds=2),
+                      TrainOptions(model_id=MODEL_ID, k=4, seed=seed, stability_rounds=2,
+                                   expires_days=365.0),
                       lineage={"source": log.source, "users": len(active)},
                       now=datetime.fromtimestamp(CUTOFF, UTC))
     shelf = work / "bundles"
@@ -249,19 +248,18 @@ def _loop_phases(result: LoopResult, log: EventLog, clients: list[PersonaClient]
 def _refit_and_publish(result: LoopResult, store: AggregateStore, private: Path, shelf: Path,
                        clock: SimulatedClock, say: Callable[[str], None]
                        ) -> tuple[Manifest, DriftReport]:
-    """Refit from the last week of v1 aggregates; approve if the gate holds it back."""
-    v1 = result.v1
-    last_day = max(cell.day_bucket for cell in store.daily_aggregates(v1.version))
-    cells = store.aggregates(v1.version, first_day=last_day - 6)
-    k, d = len(v1.personas), len(v1.spec.features)
-    counts, sums, sumsq = np.zeros(k), np.zeros((k, d)), np.zeros((k, d))
-    for index, cell in cells.items():
-        counts[index], sums[index], sumsq[index] = cell.count, cell.sums, cell.sumsq
-    refit = refit_bundle(v1, PersonaAggregates(counts, sums, sumsq), load_signing_key(private),
-                         k_min=5, now=datetime.fromtimestamp(clock.now, UTC))
-    out = write_refit(refit, shelf / f"{MODEL_ID}-v{refit.manifest.version}")
-    say(refit.drift.to_markdown(v1.version, refit.manifest.version).rstrip())
-    if refit.drift.needs_review:
+    """One scheduled round (``edgepersona schedule``); approve if the gate holds it back."""
+    trusted = [(private.parent / "signing_key.pub.pem").read_bytes()]
+    outcome = run_schedule(shelf, store, load_signing_key(private), trusted,
+                           ScheduleOptions(k_min=5), now=datetime.fromtimestamp(clock.now, UTC))
+    if outcome.drift is None or outcome.new_version is None:
+        raise InputError(f"the scheduled refit proposed no version: {outcome.line}")
+    say(outcome.drift.to_markdown(result.v1.version, outcome.new_version).rstrip())
+    say(outcome.line)
+    out = shelf / f"{MODEL_ID}-v{outcome.new_version}"
+    if outcome.status == "held":
         approve_bundle(out)
-        say(f"reviewer: approved v{refit.manifest.version} (`edgepersona approve {out.name}`)")
-    return refit.manifest, refit.drift
+        say(f"reviewer: approved v{outcome.new_version} (`edgepersona approve {out.name}`)")
+    manifest = PersonaRuntime.open(out, trusted_keys=trusted, now=datetime.fromtimestamp(
+        clock.now, UTC)).manifest
+    return manifest, outcome.drift

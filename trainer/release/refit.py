@@ -14,10 +14,21 @@ fewer than ``k_min`` contributions is not released in the new version and is
 reported as vanished; this refit never invents personas (a fresh
 ``edgepersona train`` does).
 
-Drift gate: a persona whose centroid moves by more than ``threshold`` times
-the median distance between the previous centroids, or whose share changes by
-more than ``threshold`` relative to its previous share, or any vanished
-persona, marks the new version *needs review*. It is signed but written with a
+Aggregates: plain per-persona sums (:class:`PersonaAggregates`), or daily cells
+of several versions decayed and bounded per day
+(:mod:`edgepersona.trainer.release.refit_cells`), which also carry the evidence
+the drift report explains moves with.
+
+Convergence: every refit records its moves in the manifest's lineage
+(``history``), so the drift report shows the largest move per round;
+:meth:`RefitPlan.converged` says when a round moved nothing beyond a
+threshold, and the schedule then proposes no version.
+
+Drift gate (:mod:`edgepersona.trainer.release.refit_drift`): a persona whose
+centroid moves by more than ``threshold`` times the median distance between
+the previous centroids, or whose share changes by more than ``threshold``
+relative to its previous share, any vanished persona, or a concentrated move
+(few contributions moving a lot) marks the new version *needs review*. It is signed but written with a
 ``NEEDS_REVIEW`` marker and a readable ``drift.md``; the collector does not
 serve it until ``edgepersona approve`` removes the marker.
 """
@@ -41,75 +52,31 @@ from edgepersona.sdk.protocol.manifest import AssignerParams, parse_manifest
 from edgepersona.trainer.release.cards import cards_from_stats, cards_markdown
 from edgepersona.trainer.release.export import sign_manifest
 from edgepersona.trainer.release.export_onnx import build_onnx
+from edgepersona.trainer.release.refit_cells import PersonaAggregates, WeightedAggregates
+from edgepersona.trainer.release.refit_drift import (
+    DriftReport,
+    history_entry,
+    measure_drift,
+    spread_of,
+)
 
 __all__ = [
     "REVIEW_MARKER",
     "DriftReport",
     "PersonaAggregates",
+    "RefitPlan",
     "RefitPrivacy",
     "RefitResult",
     "approve_bundle",
     "noisy_aggregates",
+    "plan_refit",
     "refit_bundle",
+    "sign_refit",
     "write_refit",
 ]
 
 F64 = npt.NDArray[np.float64]
 REVIEW_MARKER = "NEEDS_REVIEW"
-
-
-@dataclass(frozen=True)
-class PersonaAggregates:
-    """Per-persona sums of contributions in the model's transformed space.
-
-    Attributes:
-        counts: contributions per persona index, shape (k,).
-        sums: per persona, the sum of contributed vectors, shape (k, d).
-        sumsq: per persona, the sum of squared components, shape (k, d).
-    """
-
-    counts: F64
-    sums: F64
-    sumsq: F64
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """What moved between two versions, and the gate's verdict."""
-
-    ids: tuple[str, ...]
-    moves: tuple[float, ...]
-    shares_before: tuple[float, ...]
-    shares_after: tuple[float, ...]
-    vanished: tuple[str, ...]
-    threshold: float
-    needs_review: bool
-
-    def to_markdown(self, before: int, after: int) -> str:
-        """A readable diff for the reviewer.
-
-        Args:
-            before: the previous version.
-            after: the new version.
-
-        Returns:
-            Markdown text.
-        """
-        verdict = "NEEDS REVIEW" if self.needs_review else "within threshold: published"
-        lines = [f"# Drift v{before} → v{after}: {verdict}", "",
-                 f"Threshold: {self.threshold:.0%} (centroid move relative to the median distance"
-                 " between personas; share change relative to the previous share).", "",
-                 "| persona | centroid move | share before | share after | flag |",
-                 "| --- | ---: | ---: | ---: | --- |"]
-        for pid, move, s0, s1 in zip(self.ids, self.moves, self.shares_before,
-                                     self.shares_after, strict=True):
-            flag = "moved" if move > self.threshold else ""
-            if s0 > 0 and abs(s1 - s0) / s0 > self.threshold:
-                flag = (flag + " share").strip()
-            lines.append(f"| {pid} | {move:.1%} | {s0:.1%} | {s1:.1%} | {flag} |")
-        lines += [f"| {pid} | vanished (< k-min contributions) | | | vanished |"
-                  for pid in self.vanished]
-        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -129,31 +96,20 @@ def _typical_raw(previous: Manifest, t: F64) -> F64:
     return raw
 
 
-def _drift(previous: Manifest, old: F64, new: F64, keep: npt.NDArray[np.bool_],
-           shares: F64, threshold: float) -> DriftReport:
-    """Relative centroid moves and share changes of the surviving personas."""
-    gaps = np.linalg.norm(old[:, None, :] - old[None, :, :], axis=2)
-    reference = float(np.median(gaps[np.triu_indices(len(old), 1)])) or 1.0
-    moves = np.linalg.norm(new - old[keep], axis=1) / reference
-    before = np.array([previous.personas[i].share for i in np.flatnonzero(keep)])
-    changes = np.abs(shares - before) / np.maximum(before, 1e-12)
-    vanished = tuple(previous.personas[i].id for i in np.flatnonzero(~keep))
-    review = bool((moves > threshold).any() or (changes > threshold).any() or vanished)
-    return DriftReport(tuple(previous.personas[i].id for i in np.flatnonzero(keep)),
-                       tuple(moves.tolist()), tuple(before.tolist()), tuple(shares.tolist()),
-                       vanished, threshold, review)
-
-
 @dataclass(frozen=True)
 class RefitPrivacy:
     """Differential privacy for a refit: Gaussian noise on per-persona counts and sums.
 
-    One contribution changes one persona's count by 1 and its sum, centred on the
-    middle of the model-space bounds, by a vector of L2 norm at most
-    ``R = ||(high - low) / 2||``. With ``μ = gaussian_mu(ε, δ)`` split evenly
-    (``1/sigma_c² = R²/sigma_s² = μ²/2``) the release of all counts and sums is μ-GDP,
-    hence (ε, δ)-DP per contribution; a device contributing m times in the
-    window is protected at group size m.
+    The sums are noised in the model's *standardised* space (``(t - middle) * scale``,
+    the space the centroids and the drift gate measure in), so each feature gets
+    noise in proportion to how much it counts in a distance, not to its raw range.
+    One contribution changes one persona's count by 1 and its standardised, centred
+    sum by a vector of L2 norm at most ``R = ||(high - low) / 2 * scale||``. With
+    ``μ = gaussian_mu(ε, δ)`` split evenly (``1/sigma_c² = R²/sigma_s² = μ²/2``) the
+    release of all counts and sums is μ-GDP, hence (ε, δ)-DP per contribution (the
+    way back to model units is post-processing); a device contributing m times in
+    the window is protected at group size m. Decayed aggregates weigh every
+    contribution by at most 1, so the same calibration holds for them.
     """
 
     epsilon: float
@@ -175,43 +131,89 @@ def noisy_aggregates(previous: Manifest, aggregates: PersonaAggregates,
     """
     import secrets
 
-    from edgepersona.trainer.privacy.ledger import gaussian_mu
+    from edgepersona.trainer.privacy.accounting import gaussian_mu
 
     params = previous.assigner
     bounds = model_space(params, np.array([params.lower, params.upper], dtype=np.float64))
     middle, half = (bounds[0] + bounds[1]) / 2.0, (bounds[1] - bounds[0]) / 2.0
+    scale = np.asarray(params.scale, dtype=np.float64)
     mu = gaussian_mu(privacy.epsilon, privacy.delta)
     sigma_count = math.sqrt(2.0) / mu
-    sigma_sum = math.sqrt(2.0) * float(np.linalg.norm(half)) / mu
+    sigma_sum = math.sqrt(2.0) * float(np.linalg.norm(half * scale)) / mu  # standardised units
     rng = np.random.default_rng(secrets.randbits(128) if privacy.seed is None else privacy.seed)
     counts = np.asarray(aggregates.counts, dtype=np.float64)
     centred = np.asarray(aggregates.sums, dtype=np.float64) - counts[:, None] * middle
     noisy_counts = counts + rng.normal(0.0, sigma_count, size=counts.shape)
-    noisy_centred = centred + rng.normal(0.0, sigma_sum, size=centred.shape)
+    noisy_centred = centred + rng.normal(0.0, sigma_sum, size=centred.shape) / scale
     means = np.clip(noisy_centred / np.maximum(noisy_counts, 1.0)[:, None] + middle,
                     bounds[0], bounds[1])
     return PersonaAggregates(noisy_counts, means * np.maximum(noisy_counts, 1.0)[:, None],
                              np.full(centred.shape, np.nan))
 
 
-def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519PrivateKey, *,
-                 k_min: int = 10, threshold: float = 0.15, expires_days: float = 90.0,
-                 now: datetime | None = None, privacy: RefitPrivacy | None = None) -> RefitResult:
-    """Refit a model from collector aggregates and sign version ``previous.version + 1``.
+@dataclass(frozen=True)
+class RefitPlan:
+    """A measured refit, not yet signed: the new centroids, shares and drift report.
+
+    Attributes:
+        previous: the manifest devices assigned with.
+        keep: which previous personas have at least k-min contributions.
+        counts: the survivors' (weighted, maybe noisy) counts.
+        sums: their sums (model space).
+        sumsq: their sums of squares (NaN for a private refit).
+        centroids: their new centroids (standardised space).
+        drift: the drift report.
+        k_min: the k-min applied.
+        privacy: the refit's privacy, if any.
+        lineage: what the new manifest's lineage adds (weighting, spread, history).
+    """
+
+    previous: Manifest
+    keep: npt.NDArray[np.bool_]
+    counts: F64
+    sums: F64
+    sumsq: F64
+    centroids: F64
+    drift: DriftReport
+    k_min: int
+    privacy: RefitPrivacy | None
+    lineage: dict[str, str | int | float | None]
+
+    def converged(self, min_move: float) -> bool:
+        """Whether this round moved nothing beyond ``min_move`` (no version worth proposing).
+
+        Args:
+            min_move: the largest centroid move (relative, as the drift gate) and
+                share change (absolute) that still counts as "nothing moved".
+
+        Returns:
+            True when every move and share change is below ``min_move`` and no
+            persona vanished.
+        """
+        drift = self.drift
+        shares = np.abs(np.subtract(drift.shares_after, drift.shares_before))
+        return not drift.vanished and drift.max_move < min_move and \
+            float(shares.max(initial=0.0)) < min_move
+
+
+def plan_refit(previous: Manifest, aggregates: PersonaAggregates, *, k_min: int = 10,
+               threshold: float = 0.15, privacy: RefitPrivacy | None = None,
+               weighting: str = "") -> RefitPlan:
+    """Measure a refit: one Lloyd step from the aggregates, and its drift report.
 
     Args:
         previous: the verified manifest of the version devices assigned with.
-        aggregates: per-persona sums of contributions made with that version.
-        key: the bundle signing key.
+        aggregates: per-persona sums of contributions (weighted aggregates from
+            :func:`~edgepersona.trainer.release.refit_cells.weigh_cells` also
+            explain the drift and apply k-min to raw contributions).
         k_min: personas with fewer contributions are not released.
         threshold: the drift gate (0.15 = 15 %).
-        expires_days: validity of the new version in days.
-        now: creation time (default: the system clock).
         privacy: with a value, noise the counts and sums first (k-min then
             applies to noisy counts; spend the budget before publishing).
+        weighting: how the days were weighed, in words (for the report).
 
     Returns:
-        The signed bundle files, its manifest and the drift report.
+        The plan; :func:`sign_refit` turns it into a bundle.
 
     Raises:
         InputError: aggregates of the wrong shape, or fewer than two personas
@@ -224,22 +226,52 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
     if counts.shape != (len(old),) or sums.shape != old.shape or sumsq.shape != old.shape:
         raise InputError(f"aggregates must cover {len(old)} personas x {old.shape[1]} features"
                          f" of v{previous.version}; got counts {counts.shape}, sums {sums.shape}")
+    evidence = aggregates if isinstance(aggregates, WeightedAggregates) else None
+    raw = evidence.contributions if evidence is not None else counts
     if privacy is not None:
         noisy = noisy_aggregates(previous, PersonaAggregates(counts, sums, sumsq), privacy)
-        counts, sums, sumsq = noisy.counts, noisy.sums, noisy.sumsq
-    keep = counts >= k_min
+        counts, sums, sumsq, raw, evidence = noisy.counts, noisy.sums, noisy.sumsq, noisy.counts, None
+    keep = raw >= k_min
     if keep.sum() < 2:
         raise InputError(f"only {int(keep.sum())} persona(s) have >= {k_min} contributions;"
                          " wait for more devices to sync before refitting")
     center, scale = np.asarray(params.center), np.asarray(params.scale)
-    means = sums[keep] / counts[keep, None]
-    new = (means - center) * scale
-    shares = counts[keep] / counts[keep].sum()
-    drift = _drift(previous, old, new, keep, shares, threshold)
-    cards = _cards(previous, means, counts[keep], sums[keep], drift)
-    assigner = params.model_copy(update={"centroids": tuple(tuple(c) for c in new.tolist())})
-    fields = _manifest_fields(previous, cards, assigner, counts[keep], sums[keep], sumsq[keep],
-                              drift, k_min, expires_days, now or datetime.now(UTC))
+    new = (sums[keep] / counts[keep, None] - center) * scale
+    drift = measure_drift(previous, new, keep, counts[keep] / counts[keep].sum(), threshold,
+                          evidence, weighting)
+    lineage: dict[str, str | int | float | None] = {"weighting": weighting or None}
+    if evidence is not None:
+        lineage["spread"] = spread_of(evidence, scale, [c.id for c in previous.personas], keep)
+    return RefitPlan(previous, keep, counts[keep], sums[keep], sumsq[keep], new, drift, k_min,
+                     privacy, lineage)
+
+
+def sign_refit(plan: RefitPlan, key: Ed25519PrivateKey, *, expires_days: float = 90.0,
+               now: datetime | None = None) -> RefitResult:
+    """Sign a planned refit as version ``previous.version + 1``.
+
+    Args:
+        plan: the measured refit.
+        key: the bundle signing key.
+        expires_days: validity of the new version in days.
+        now: creation time (default: the system clock).
+
+    Returns:
+        The signed bundle files, its manifest and the drift report.
+    """
+    previous, drift, privacy = plan.previous, plan.drift, plan.privacy
+    now = now or datetime.now(UTC)
+    means = plan.sums / plan.counts[:, None]
+    cards = _cards(previous, means, plan.counts, plan.sums, drift)
+    assigner = previous.assigner.model_copy(update={
+        "centroids": tuple(tuple(c) for c in plan.centroids.tolist())})
+    fields = _manifest_fields(previous, cards, assigner, plan.counts, plan.sums, plan.sumsq,
+                              drift, plan.k_min, expires_days, now)
+    version = previous.version + 1
+    fields["lineage"] = {**fields["lineage"], **plan.lineage,  # type: ignore[dict-item]
+                         "history": history_entry(previous, drift, version, now,
+                                                  drift.contributions or max(0, round(float(
+                                                      plan.counts.sum()))))}
     if privacy is not None:
         fields["privacy"] = fields["privacy"].model_copy(update={  # type: ignore[attr-defined]
             "epsilon": privacy.epsilon, "delta": privacy.delta,
@@ -247,14 +279,44 @@ def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519
             "notes": ("neighbours: add or remove one contribution", "k-min applied to noisy counts",
                       "sums of squares are not released")})
         fields["metrics"] = {**fields["metrics"], "inertia": None,  # type: ignore[dict-item]
-                             "n_users": max(0, round(float(counts[keep].sum())))}
-    version = previous.version + 1
+                             "n_users": max(0, round(float(plan.counts.sum())))}
     onnx_bytes = build_onnx(assigner, model_id=previous.model_id, version=version)
     payload = {MODEL_NAME: onnx_bytes,
                "cards.md": cards_markdown(cards, f"{previous.model_id} v{version} personas").encode(),
                "cards.json": ("[" + ",".join(c.model_dump_json() for c in cards) + "]").encode()}
     files = sign_manifest(fields, payload, key)
     return RefitResult(files, parse_manifest(files[MANIFEST_NAME]), drift)
+
+
+def refit_bundle(previous: Manifest, aggregates: PersonaAggregates, key: Ed25519PrivateKey, *,
+                 k_min: int = 10, threshold: float = 0.15, expires_days: float = 90.0,
+                 now: datetime | None = None, privacy: RefitPrivacy | None = None,
+                 weighting: str = "") -> RefitResult:
+    """Refit a model from collector aggregates and sign version ``previous.version + 1``.
+
+    Args:
+        previous: the verified manifest of the version devices assigned with.
+        aggregates: per-persona sums of contributions made with that version
+            (or weighted aggregates of several versions' daily cells).
+        key: the bundle signing key.
+        k_min: personas with fewer contributions are not released.
+        threshold: the drift gate (0.15 = 15 %).
+        expires_days: validity of the new version in days.
+        now: creation time (default: the system clock).
+        privacy: with a value, noise the counts and sums first (k-min then
+            applies to noisy counts; spend the budget before publishing).
+        weighting: how the days were weighed, in words (for the report).
+
+    Returns:
+        The signed bundle files, its manifest and the drift report.
+
+    Raises:
+        InputError: aggregates of the wrong shape, or fewer than two personas
+            with at least ``k_min`` contributions.
+    """
+    plan = plan_refit(previous, aggregates, k_min=k_min, threshold=threshold, privacy=privacy,
+                      weighting=weighting)
+    return sign_refit(plan, key, expires_days=expires_days, now=now)
 
 
 def _cards(previous: Manifest, means: F64, counts: F64, sums: F64,
@@ -299,6 +361,9 @@ def write_refit(result: RefitResult, out: Path) -> Path:
 
     The marker and ``drift.md`` sit beside the bundle folder (``OUT.NEEDS_REVIEW``,
     ``OUT.drift.md``): inside it, they would break the bundle's exact file set.
+    The marker is written *first* and the folder and zip appear by rename, so a
+    collector scanning the folder never sees a held version without its marker
+    nor a half-written bundle.
 
     Args:
         result: the refit.
@@ -307,14 +372,18 @@ def write_refit(result: RefitResult, out: Path) -> Path:
     Returns:
         The bundle folder.
     """
+    import os
+
     from edgepersona.trainer.release.export import write_bundle, zip_bundle
 
-    write_bundle(out, result.files)
     report = result.drift.to_markdown(result.manifest.version - 1, result.manifest.version)
-    out.with_name(f"{out.name}.drift.md").write_text(report, encoding="utf-8")
     if result.drift.needs_review:
         out.with_name(f"{out.name}.{REVIEW_MARKER}").write_text(report, encoding="utf-8")
-    zip_bundle(result.files, out.with_name(f"{out.name}.zip"))
+    out.with_name(f"{out.name}.drift.md").write_text(report, encoding="utf-8")
+    write_bundle(out, result.files)  # staged in a hidden folder, then renamed
+    staging = out.with_name(f".{out.name}.zip.staging")  # not a served name (the shelf wants a letter first)
+    zip_bundle(result.files, staging)
+    os.replace(staging, out.with_name(f"{out.name}.zip"))
     return out
 
 

@@ -11,8 +11,9 @@ before any noise is drawn and spent before the bundle exists.
 
 from __future__ import annotations
 
+import secrets
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,12 +23,14 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgepersona.sdk import FeatureSpec, InputError, PersonaCard
-from edgepersona.sdk.protocol.manifest import AssignerParams
+from edgepersona.sdk.protocol.manifest import AssignerParams, OutcomeRate
+from edgepersona.trainer.data.facts import UserFacts
 from edgepersona.trainer.privacy.dp_kmeans import DPKMeans, PrivacyLeakWarning, declared_scaling
 from edgepersona.trainer.privacy.ledger import PrivacyLedger
-from edgepersona.trainer.release.cards import cards_from_stats
+from edgepersona.trainer.release.cards import cards_from_stats, outcome_sentence
 
-__all__ = ["MECHANISM", "PrivateRelease", "fit_private", "raw_centroids"]
+__all__ = ["MECHANISM", "OUTCOME_EPSILON_SHARE", "PrivateRelease", "fit_private",
+           "private_outcomes", "raw_centroids"]
 
 F64 = npt.NDArray[np.float64]
 MECHANISM = "gaussian: DP-Lloyd with private bisecting-tree seeding"
@@ -83,12 +86,15 @@ class PrivateRelease:
     privacy: dict[str, object]
     n_users: int
     suppressed: tuple[str, ...]
+    source: str = ""
+    ledger_id: str = ""
+    head: tuple[int, str] = (-1, "")
 
 
 def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int, epsilon: float,
-                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path,
-                source: str, note: str, now: datetime,
-                progress: Callable[[str], None]) -> PrivateRelease:
+                delta: float, iterations: int, k_min: int, seed: int | None, ledger: Path | str,
+                source: str | None, user_ids: Sequence[str], note: str, now: datetime,
+                progress: Callable[[str], None], secret: Path | None = None) -> PrivateRelease:
     """Check the budget, fit DP k-means, spend the budget, describe the release.
 
     Args:
@@ -101,11 +107,14 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         iterations: DP-Lloyd rounds.
         k_min: personas whose noisy count is below it are not released.
         seed: random seed (tests and reproducible benchmarks only).
-        ledger: the budget ledger file.
-        source: the data source name the budget belongs to.
+        ledger: the budget ledger file or database URL.
+        source: an operator-chosen label for new people (None: the opaque sketch label);
+            people the ledger already knows spend from their own source whatever this says.
+        user_ids: the id of each row's user (only a keyed sketch of them is kept).
         note: recorded with the ledger entry (model id and version).
         now: the release time.
         progress: receives short messages.
+        secret: the source secret's file (required for a database ledger).
 
     Returns:
         The release.
@@ -114,8 +123,13 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         BudgetExceededError: the source's budget cannot cover (ε, δ); nothing was drawn.
         InputError: bad parameters or no persona reaches k-min.
     """
-    book = PrivacyLedger(ledger, key)
-    book.check(source, epsilon=epsilon, delta=delta)
+    if len(user_ids) != len(rows):
+        raise InputError(f"a private release needs one user id per row: got {len(user_ids)} ids"
+                         f" for {len(rows)} rows")
+    book = PrivacyLedger(ledger, key, secret=secret)
+    sketch = book.sketch(user_ids)
+    source = book.resolve(sketch, source)
+    book.check(source, epsilon=epsilon, delta=delta, sketch=sketch)
     leaks = [f.name for f in spec.features if f.bounds_source == "data"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrivacyLeakWarning)
@@ -128,7 +142,7 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
         model.fit(scaling.transform(rows))
     finally:  # noise was drawn: a failure is an output too, so the budget is spent either way
         seq, digest = book.spend(source, epsilon=epsilon, delta=delta, note=note,
-                                 now=now)
+                                 now=now, sketch=sketch)
     progress(f"DP k-means at ε={epsilon:g}, δ={delta:g}: {model.n_clusters_} personas released,"
              f" {len(model.dropped_)} suppressed by k-min on noisy counts")
     if model.n_clusters_ < 2:
@@ -147,5 +161,63 @@ def fit_private(rows: F64, spec: FeatureSpec, key: Ed25519PrivateKey, *, k: int,
                "suppressed": model.dropped_, "notes": tuple(notes)}
     return PrivateRelease(params, model.counts_, dp_cards(spec, params, model.counts_), privacy,
                           max(0, round(float(np.clip(model.counts_, 0, None).sum()))),
-                          tuple(model.dropped_))
+                          tuple(model.dropped_), source, book.ledger_id or "", (seq, digest))
 
+
+
+OUTCOME_EPSILON_SHARE = 0.1  # the outcome rates' ε, as a share of the release's ε
+
+
+def private_outcomes(release: PrivateRelease, facts: UserFacts, labels: npt.NDArray[np.int64],
+                     ledger: Path | str | None, key: Ed25519PrivateKey, *,
+                     user_ids: Sequence[str], secret: Path | None, epsilon: float,
+                     seed: int | None, now: datetime, note: str) -> tuple[PersonaCard, ...]:
+    """Add noisy outcome rates to a private release's cards, spent from the ledger.
+
+    Each user is in one persona and reaches the outcome or not, so the per-persona
+    outcome counts have L1 sensitivity 1: Laplace noise of scale ``1/ε_o`` with
+    ``ε_o = OUTCOME_EPSILON_SHARE · ε`` makes them ε_o-DP (recorded as a pure-ε
+    release). Rates divide by the release's noisy persona counts (post-processing).
+
+    Args:
+        release: the private release.
+        facts: per-user facts holding the outcome flags.
+        labels: each user's persona under the released centroids.
+        ledger: the budget ledger file.
+        key: the ledger's signing key.
+        user_ids: the users the release is computed from (charged like the fit).
+        secret: the ledger's source secret (None: beside the ledger).
+        epsilon: the release's ε.
+        seed: random seed (tests only); None draws from the OS.
+        now: the release time.
+        note: recorded with the ledger entry.
+
+    Returns:
+        The cards with their outcome rates.
+
+    Raises:
+        BudgetExceededError: the budget cannot pay for the outcome rates.
+        InputError: there is no ledger or no outcome.
+    """
+    if ledger is None or facts.outcome is None or facts.outcome_name is None:
+        raise InputError("private outcome rates need a ledger and an outcome")
+    share = OUTCOME_EPSILON_SHARE * epsilon
+    book = PrivacyLedger(ledger, key, secret=secret)
+    sketch = book.sketch(user_ids)
+    source = release.source or book.resolve(sketch)
+    book.check(source, epsilon=share, delta=0.0, mechanism="other", sketch=sketch)
+    k = len(release.cards)
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+    hits = np.bincount(labels[facts.outcome], minlength=k)[:k].astype(np.float64)
+    noisy = hits + rng.laplace(0.0, 1.0 / share, k)
+    book.spend(source, epsilon=share, delta=0.0, mechanism="other",
+               note=f"{note} outcome rates", now=now, sketch=sketch)
+    sizes = np.clip(np.asarray(release.counts[:k], dtype=np.float64), 1.0, None)
+    population = float(np.clip(noisy.sum() / sizes.sum(), 0.0, 1.0))
+    cards = []
+    for card, count, size in zip(release.cards, noisy, sizes, strict=True):
+        rate = OutcomeRate(name=facts.outcome_name, rate=float(np.clip(count / size, 0.0, 1.0)),
+                           population=population, noised=True)
+        cards.append(card.model_copy(update={
+            "outcome": rate, "description": f"{card.description} {outcome_sentence(rate)}"}))
+    return tuple(cards)

@@ -1,8 +1,14 @@
-"""The persona report's "what changed" section: ids kept, moves, shares, the drift gate."""
+"""The persona report's "what changed" and "history" sections: ids kept, moves, shares, the gate.
+
+The history comes from the signed manifest itself: every refit appends its
+round (version, contributions, each persona's share and move) to
+``lineage.history``, so one bundle shows where each persona has been.
+"""
 
 from __future__ import annotations
 
 from edgepersona.sdk import Manifest
+from edgepersona.trainer.release.refit_drift import recorded_history
 from edgepersona.trainer.report._analysis import (
     DriftSummary,
     PersonaChange,
@@ -13,7 +19,7 @@ from edgepersona.trainer.report._analysis import (
 from edgepersona.trainer.report._charts import Bar, Change, bar_chart, dumbbell_chart
 from edgepersona.trainer.report._html import PALETTE, callout, colour_slot, data_table, esc, figure, section
 
-__all__ = ["changes_section"]
+__all__ = ["changes_section", "history_section"]
 
 MOVE_EXPLAINED = ("A move of 100% means the persona's centre moved as far as two typical"
                   " personas of the previous version are apart.")
@@ -163,3 +169,42 @@ def _ids_only(manifest: Manifest) -> str:
     return (f"<p>{esc(text)}</p>" + (f"<h3>Not released in this version</h3><ul>{vanished}</ul>"
                                      if vanished else "")
             + f'<p class="muted">{esc(hint)}</p>')
+
+
+def history_section(manifest: Manifest) -> str:
+    """Each persona's share and centroid move across the refits recorded in the manifest.
+
+    Args:
+        manifest: the verified manifest.
+
+    Returns:
+        The section markup, or an empty string for a version without refit history.
+    """
+    entries = recorded_history(manifest)
+    if not entries:
+        return ""
+    ids = [card.id for card in manifest.personas]
+    names = {card.id: card.name for card in manifest.personas}
+    headers = ["version", "contributions", "largest move", *[f"{pid} · {names[pid]}" for pid in ids]]
+    rows = []
+    for entry in entries:
+        shares, moves = entry.get("shares", {}), entry.get("moves", {})
+        cells = [_history_cell(shares, moves, pid) for pid in ids]  # type: ignore[arg-type]
+        rows.append((f"v{entry.get('v', '?')}", f"{int(entry.get('n', 0)):,}",  # type: ignore[call-overload]
+                     f"{float(entry.get('move', 0.0)):.1%}", *cells))  # type: ignore[arg-type]
+    moves = [float(e.get("move", 0.0)) for e in entries]  # type: ignore[arg-type]
+    trend = " → ".join(f"{m:.1%}" for m in moves)
+    text = (f"{len(entries)} refit round(s) since the first trained version. Largest centroid move"
+            f" per round: {trend}. Each cell is the persona's share after that round and, in"
+            " brackets, how far its centre moved (100% = the median distance between personas).")
+    lead = f"<p>{esc(text)}</p>"
+    table = data_table(headers, rows, caption="Persona history across versions",
+                       numeric=tuple(range(1, len(headers))))
+    return section("history", "History across versions", lead + table)
+
+
+def _history_cell(shares: dict[str, float], moves: dict[str, float], pid: str) -> str:
+    """``31.2% (4.1%)``, or ``absent`` when the persona was not released in that round."""
+    if pid not in shares:
+        return "absent"
+    return f"{float(shares[pid]):.1%} ({float(moves.get(pid, 0.0)):.1%})"

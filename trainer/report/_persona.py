@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepersona.sdk import InputError, Manifest, PersonaCard, __version__ as sdk_version
 from edgepersona.trainer.report._analysis import F64, axis_phrase, centroid_map, feature_z_scores
-from edgepersona.trainer.report._changes import changes_section
+from edgepersona.trainer.report._changes import changes_section, history_section
 from edgepersona.trainer.report._charts import Bar, Bubble, bar_chart, bubble_map, diverging_bars
 from edgepersona.trainer.report._html import (
     PALETTE,
@@ -61,8 +61,11 @@ def render_persona_report(manifest: Manifest, *, previous: Manifest | None,
     cards = "".join(_card(manifest, card, z[card.index], labels, _axis_limit(z))
                     for card in manifest.personas)
     main = [changes_section(manifest, previous, drift_markdown)] if changed else []
+    history = history_section(manifest)
+    main += [history] if history else []
     main += [_overview(manifest, z, labels), section("personas", "Personas", cards)]
-    nav = ([("changes", "What changed")] if changed else []) + [("overview", "Overview")]
+    nav = ([("changes", "What changed")] if changed else []) + [("history", "History")] * bool(history)
+    nav += [("overview", "Overview")]
     nav += [(f"persona-{c.id}", f"{c.id} · {c.name}") for c in manifest.personas]
     return render_page(title=f"{manifest.model_id} v{manifest.version} personas",
                        header_html=_header(manifest), nav=nav, main_html="\n".join(main),

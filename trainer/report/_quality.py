@@ -99,6 +99,8 @@ def privacy_panel(privacy: Privacy) -> str:
         dp = ("No differential privacy noise was added: shares and averages are exact for the"
               " users the model was fitted on.")
     bounds = {"declared": "Feature bounds were declared by a person, not read from the data.",
+              "coarse": "Feature bounds are round numbers chosen near noisy quantiles of the data"
+                        " (a coarse grid), so they reveal no individual's value.",
               "data": "Feature bounds were derived from the data itself, which leaks a little"
                       " about extreme users; declare them for a private release.",
               "mixed": "Some feature bounds were derived from the data itself; declare them all"
