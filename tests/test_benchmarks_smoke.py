@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = {"assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway"}
+SUITES = {"assign", "fold", "cold_start", "idle", "crypto", "trainer", "gateway", "forget"}
 SUMMARY_KEYS = {"n", "min_us", "median_us", "p95_us", "p99_us", "max_us", "label"}
 MACHINE_KEYS = {"cpu_model", "cores_logical", "cores_usable", "python", "versions", "git_commit"}
 KEY_MEASUREMENTS = {
