@@ -175,3 +175,30 @@ def test_incremental_distinct_sums_equal_a_fresh_recomputation(
     np.testing.assert_allclose(state.evaluate(T0), fresh.evaluate(T0), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(state.evaluate(T0), state.evaluate_reference(T0), rtol=1e-12,
                                atol=1e-300)
+
+
+@pytest.mark.parametrize(("value", "properties"), [
+    (2e200, {}),
+    (None, {"item": -1e201}),
+    (None, {"item": 10**400}),
+    (None, {"category": "c" * (MAX_STRING_CHARS + 1)}),
+    (None, {f"p{i}": 1 for i in range(65)}),
+])
+def test_the_conformance_document_states_the_same_limits(value: object,
+                                                         properties: dict[str, object]) -> None:
+    from cleanroom import errors as cleanroom_errors, fold as cleanroom_fold
+
+    with pytest.raises(InputError):
+        check_event("buy", value, T0, properties)
+    with pytest.raises(cleanroom_errors.InputError):
+        cleanroom_fold.check_event("buy", value, T0, properties)
+
+
+@pytest.mark.parametrize("text", ["1e200", "-1e200", "1e201", "1e300", " 2e250 ", "1e400"])
+def test_numeric_strings_beyond_the_limit_are_no_number_in_the_document_too(text: str) -> None:
+    from cleanroom import fold as cleanroom_fold
+
+    from edgepersona.sdk.protocol.fold import numeric_property
+
+    assert numeric_property(text) == cleanroom_fold.number(text)
+    assert (numeric_property(text) is None) == (abs(float(text)) > MAX_MAGNITUDE)
