@@ -15,7 +15,12 @@ shuffled copy, another name      refused at spend time
 ledger deleted                   released, then the audit fails: ledger went backwards
 older copy of the ledger         released, then the audit fails: release 1 is not in it
 last line dropped                the audit fails (behind); a later release fails it too
+private refit of the same line   refused at check time (the source its lineage names)
+refit, another budgeted source   refused: the line's people are charged too
+refit against a new ledger       refused: the line was spent from another ledger
 ===============================  =========================================================
+
+A refit spends before it is signed, so nothing is written when it is refused.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edgepersona.sdk import FeatureSpec
+from edgepersona.sdk import FeatureSpec, PersonaRuntime
+from edgepersona.sdk.protocol.assign import model_space, numpy_assign
 from edgepersona.trainer.cli import main
+from edgepersona.trainer.collector import Increment, open_store
 
 F64 = npt.NDArray[np.float64]
 IDS = [f"person-{i:04d}" for i in range(480)]
@@ -170,3 +177,55 @@ def test_a_disjoint_table_has_its_own_budget(world: dict[str, Any], bundle_spec:
     assert len(report["ledger"]["sources"]) == 2
     labels = {b["source"] for b in report["bundles"]}
     assert len(labels) == 2 and all(label.startswith("source-") for label in labels)
+
+
+def refit(world: dict[str, Any], *extra: str) -> int:
+    """``edgepersona refit --epsilon 1`` of v1 from a collector database holding every user's cell."""
+    v1 = world["released"] / "v1"
+    manifest = PersonaRuntime.open(v1, trusted_keys=[world["keys"].public_path.read_bytes()]).manifest
+    labels = numpy_assign(manifest.assigner, world["rows"])[0]
+    t = model_space(manifest.assigner, world["rows"])
+    db = world["tmp"] / "collector.db"
+    if not db.exists():
+        store = open_store(f"sqlite:///{db}")
+        try:
+            store.add_increments([Increment(f"{i}".encode().ljust(32, b"."), 20_000, 1, int(p),
+                                            tuple(map(float, x)))
+                                  for i, (p, x) in enumerate(zip(labels, t, strict=True))],
+                                 purge_before_day=0)
+        finally:
+            store.close()
+    return main(["refit", "--db", f"sqlite:///{db}", "--previous", str(v1), "--k-min", "5",
+                 "--key", str(world["keys"].private_path), "--out", str(world["released"] / "v2"),
+                 "--trusted-key", str(world["keys"].public_path), "--epsilon", "1",
+                 "--ledger", str(world["ledger"]), *extra])
+
+
+def test_a_private_refit_of_the_spent_line_is_refused(world: dict[str, Any],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    before = world["ledger"].read_bytes()
+    assert refit(world) != 0
+    assert "would be exceeded" in capsys.readouterr().err
+    assert world["ledger"].read_bytes() == before and not (world["released"] / "v2").exists()
+
+
+def test_a_refit_from_another_budgeted_source_is_refused(world: dict[str, Any],
+                                                         bundle_spec: FeatureSpec,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    others = write_table(world["tmp"] / "other_people.csv", bundle_spec, world["rows"],
+                         [f"stranger-{i}" for i in range(len(IDS))])
+    assert release(world, 5, table=others, budget="9,1e-5") == 0  # strangers: a roomy budget
+    _, report = audit(world, capsys)
+    roomy = next(b["source"] for b in report["bundles"] if b["version"] == 5)
+    assert refit(world, "--source", roomy) != 0  # it could pay; v1's people cannot
+    assert "would be exceeded" in capsys.readouterr().err
+    assert not (world["released"] / "v2").exists()
+
+
+def test_a_refit_against_a_new_ledger_is_refused(world: dict[str, Any],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    world["ledger"] = world["tmp"] / "new.ledger"
+    assert release(world, 5, budget="9,1e-5") == 0  # the same people, budgeted afresh there
+    assert refit(world) != 0
+    assert "refit against that ledger" in capsys.readouterr().err
+    assert not (world["released"] / "v2").exists()

@@ -113,8 +113,9 @@ def test_a_private_bundle_is_held_to_the_ledger_head_it_recorded(
 def test_the_folder_audit_matches_a_private_refit_to_its_spend(
         bundle_training_rows: npt.NDArray[np.float64], bundle_spec: FeatureSpec,
         signing_key: Ed25519PrivateKey, public_key: bytes, tmp_path: Path) -> None:
-    # A private refit is spent after it is signed (its manifest holds no head of its
-    # own), so the audit matches it to a spend by model, version, ε and δ.
+    # A private refit signed without a recorded spend (the library path without
+    # spend_refit, or a refit made before refits recorded their head) is matched to a
+    # spend by model, version, ε and δ; `edgepersona refit` records its head.
     from edgepersona.sdk.protocol.assign import model_space, numpy_assign
     from edgepersona.trainer.privacy.ledger_audit import audit_releases
     from edgepersona.trainer.release.refit import PersonaAggregates, RefitPrivacy, refit_bundle

@@ -269,3 +269,21 @@ def test_errors_about_a_malformed_row_never_quote_it(
     blobs: dict[str, bytes | str] = {**file_blobs(outputs), "stdout": captured.out,
                                      "stderr": captured.err, "logs": log_text(caplog.records)}
     assert scan(blobs, [planted]) == []
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["quickstart", "quickstart-dynamic"])
+def test_no_quickstart_manifest_names_the_training_file(dynamic: bool, tmp_path: Path) -> None:
+    # lineage.source ships to every device: an opaque label, never the file's name.
+    work = tmp_path / "work"
+    assert main(["quickstart", "--dir", str(work), "--show", "0",
+                 *(["--dynamic"] if dynamic else [])]) == 0
+    manifests = {where: json.loads(blob) for where, blob in file_blobs(work).items()
+                 if where.endswith("manifest.json")}
+    assert len(manifests) == (3 if dynamic else 2)  # folders and zip members
+    named = [where for where, m in manifests.items() if "retail_events" in json.dumps(m).lower()]
+    assert named == []
+    sources = {m["lineage"]["source"] for m in manifests.values()}
+    assert len(sources) == 1 and sources.pop().startswith("source-")  # one opaque label per line
+    if dynamic:  # its released (now expired) bundles claim no ε: the folder audit passes
+        assert all(m["privacy"]["epsilon"] is None for m in manifests.values())
+        assert main(["audit", str(work / "bundles"), "--trusted-key", str(work / "keys")]) == 0

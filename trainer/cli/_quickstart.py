@@ -75,6 +75,7 @@ def quickstart(args: argparse.Namespace) -> int:
     from edgepersona.trainer.data.facts import log_facts
     from edgepersona.trainer.data.features import compute_features
     from edgepersona.trainer.data.replay import replay_on_device
+    from edgepersona.trainer.privacy.source_identity import opaque_source
     from edgepersona.trainer.release.export import write_bundle, zip_bundle
     from edgepersona.trainer.release.keys import generate_signing_key, load_signing_key
     from edgepersona.trainer.release.train import TrainOptions, train_bundle
@@ -99,7 +100,9 @@ def quickstart(args: argparse.Namespace) -> int:
         rows = compute_features(train_log, spec, reference)
         options = TrainOptions(model_id="retail-personas", k=args.k, seed=args.seed)
         result = train_bundle(rows, spec, load_signing_key(private), options,
-                              lineage={"source": log.source, "users": len(kept)},
+                              lineage={"source": opaque_source(train_log.user_keys,  # no file name
+                                                               work / "keys" / "source.key"),
+                                       "users": len(kept)},
                               bad_rows=log.bad_rows, progress=step,
                               facts=log_facts(train_log, spec, reference))
     bundle_dir = write_bundle(work / "bundle", result.files)

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from edgepersona.sdk import InputError, PersonaRuntime
+from edgepersona.sdk import InputError, PersonaError, PersonaRuntime
 from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
+from edgepersona.trainer.cli._errors import one_line
 from edgepersona.trainer.cli._render import console
 from edgepersona.trainer.cli._types import (
     days,
@@ -19,7 +20,8 @@ from edgepersona.trainer.cli._types import (
     probability,
 )
 
-__all__ = ["add_parser", "add_weighting_options", "refit", "weighting_of"]
+__all__ = ["add_parser", "add_weighting_options", "refit", "require_database", "spend_text",
+           "weighting_of"]
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -42,8 +44,10 @@ def add_parser(sub: Subparsers) -> None:
     parser.add_argument("--expires-days", type=days, default=90.0, help="validity in days (90)")
     parser.add_argument("--epsilon", type=positive_float, help="noise counts and sums with (ε, δ)-DP")
     parser.add_argument("--delta", type=probability, default=1e-6, help="DP δ (1e-6)")
-    parser.add_argument("--ledger", help="privacy budget ledger (required with --epsilon)")
-    parser.add_argument("--source", help="ledger source to spend from (default: the model id)")
+    parser.add_argument("--ledger", help="privacy budget ledger, required with --epsilon: a file,"
+                        " sqlite:///PATH.db or a postgresql:// URL (the one the model line spends from)")
+    parser.add_argument("--source", help="budgeted ledger source to spend from (default: the one the"
+                        " previous bundle's lineage names); the model line's people are charged too")
     add_trusted(parser)
     add_weighting_options(parser)
     parser.set_defaults(handler=refit, window_default="all")
@@ -99,20 +103,89 @@ def weighting_of(args: argparse.Namespace) -> Any:
 def refit(args: argparse.Namespace) -> int:
     """Refit the previous version from the collector's aggregates and sign version + 1.
 
+    A private refit is checked against the ledger before any noise is drawn and
+    spent before it is signed; its manifest records the spend (see
+    :mod:`edgepersona.trainer.release.refit_ledger`).
+
     Args:
         args: the parsed ``refit`` options.
 
     Returns:
-        0 on success (published or held for review).
+        0 on success (published, held for review, or converged).
 
     Raises:
-        InputError: ``--epsilon`` without ``--ledger``.
+        InputError: ``--epsilon`` without ``--ledger``, a missing SQLite database, or
+            a private refit whose spend stands while its bundle could not be written.
+        BudgetExceededError: a budget the refit is charged to cannot pay (nothing spent).
+        ModelIntegrityError: the ledger is not the one the previous version was spent
+            from, or no longer holds its entry.
     """
-    from edgepersona.trainer.collector import open_store
     from edgepersona.trainer.release.refit import plan_refit
+
+    require_database(args.db)
+    if args.epsilon is not None and not args.ledger:
+        raise InputError("--epsilon needs --ledger PATH|URL: private refits are spent from a ledger")
+    previous = PersonaRuntime.open(args.previous, trusted_keys=trusted_keys(args)).manifest
+    aggregates, weighting = _aggregates(args, previous)
+    key, privacy, ledger, source = _private(args, previous)
+    spend = None
+    try:
+        try:
+            plan = plan_refit(previous, aggregates, k_min=args.k_min, threshold=args.drift_threshold,
+                              privacy=privacy, weighting=weighting.describe())
+        finally:  # noise was drawn: spend even if the refit then failed, and before signing
+            if ledger is not None and privacy is not None:
+                from edgepersona.trainer.release.refit_ledger import spend_refit
+
+                spend = spend_refit(ledger, previous, privacy, source)
+        if args.min_move is not None and plan.converged(args.min_move):
+            console.print(f"converged: largest move {plan.drift.max_move:.1%} <"
+                          f" {args.min_move:.0%}; no new version written"
+                          + (f" (ε={spend_text(spend, privacy)} stays spent)" if spend else ""))
+            return 0
+        _write(args, plan, key, int(np.sum(aggregates.contributions)), spend)
+    except (PersonaError, OSError) as exc:
+        if spend is None:
+            raise
+        raise InputError(f"v{previous.version + 1} was not written ({one_line(exc)}); its"
+                         f" ε={spend_text(spend, privacy)} stays spent (fail safe: the noise was"
+                         " drawn); fix the cause and refit again, which spends again") from exc
+    return 0
+
+
+def spend_text(spend: Any, privacy: Any) -> str:
+    """``1 from source 'crm' (ledger entry 4)``: what a private refit spent, for messages.
+
+    Args:
+        spend: the refit's :class:`~edgepersona.trainer.release.refit.RefitSpend`.
+        privacy: its :class:`~edgepersona.trainer.release.refit.RefitPrivacy`.
+
+    Returns:
+        The phrase.
+    """
+    return f"{privacy.epsilon:g} from source {spend.source!r} (ledger entry {spend.seq})"
+
+
+def require_database(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist: reading never creates a database.
+
+    Args:
+        url: the ``--db`` URL.
+
+    Raises:
+        InputError: the SQLite file is missing.
+    """
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:" and not Path(url[len(prefix):]).is_file():
+        raise InputError(f"no collector database at {url[len(prefix):]}; pass the --db URL the"
+                         " collector writes to (a refit only reads it and never creates one)")
+
+
+def _aggregates(args: argparse.Namespace, previous: Any) -> tuple[Any, Any]:
+    """The previous version's daily cells, weighed as the options say (and the weighting)."""
+    from edgepersona.trainer.collector import open_store
     from edgepersona.trainer.release.refit_cells import VersionCells, stack_cells, weigh_cells
 
-    previous = PersonaRuntime.open(args.previous, trusted_keys=trusted_keys(args)).manifest
     store = open_store(args.db)
     try:
         first_day = None
@@ -128,46 +201,32 @@ def refit(args: argparse.Namespace) -> int:
     weighting = weighting_of(args)
     if args.epsilon is not None:  # the noise is calibrated for weights <= 1 without data-driven caps
         weighting = type(weighting)(weighting.window, day_cap=None, trim=0.0)
-    aggregates = weigh_cells(stacked, weighting)
-    key, privacy, ledger = _private(args, previous)
-    try:
-        plan = plan_refit(previous, aggregates, k_min=args.k_min, threshold=args.drift_threshold,
-                          privacy=privacy, weighting=weighting.describe())
-    finally:  # noise was drawn: spend even if the refit then failed, and before any write
-        if ledger is not None and privacy is not None:
-            ledger.spend(args.source or previous.model_id, epsilon=privacy.epsilon,
-                         delta=privacy.delta, note=f"{previous.model_id} v{previous.version + 1}")
-    if args.min_move is not None and plan.converged(args.min_move):
-        console.print(f"converged: largest move {plan.drift.max_move:.1%} <"
-                      f" {args.min_move:.0%}; no new version written")
-        return 0
-    _write(args, plan, key, int(np.sum(aggregates.contributions)))
-    return 0
+    return weigh_cells(stacked, weighting), weighting
 
 
-def _private(args: argparse.Namespace, previous: Any) -> tuple[Any, Any, Any]:
-    """The signing key, and with ``--epsilon`` the refit's privacy and its checked ledger."""
+def _private(args: argparse.Namespace, previous: Any) -> tuple[Any, Any, Any, str | None]:
+    """The signing key; with ``--epsilon`` the privacy, its checked ledger and its source."""
     from edgepersona.trainer.release.keys import load_signing_key
 
     key = load_signing_key(Path(args.key))
     if args.epsilon is None:
-        return key, None, None
+        return key, None, None, None
     from edgepersona.trainer.privacy.ledger import PrivacyLedger
     from edgepersona.trainer.release.refit import RefitPrivacy
+    from edgepersona.trainer.release.refit_ledger import check_refit
 
-    if not args.ledger:
-        raise InputError("--epsilon needs --ledger PATH: private refits are spent from a ledger")
-    ledger = PrivacyLedger(Path(args.ledger), key)
-    ledger.check(args.source or previous.model_id, epsilon=args.epsilon, delta=args.delta)
-    return key, RefitPrivacy(args.epsilon, args.delta), ledger
+    privacy = RefitPrivacy(args.epsilon, args.delta)
+    ledger = PrivacyLedger(args.ledger, key)  # a file, sqlite:/// or postgresql:// (as train)
+    source = check_refit(ledger, previous, privacy, args.source)
+    return key, privacy, ledger, source
 
 
-def _write(args: argparse.Namespace, plan: Any, key: Any, contributions: int) -> None:
+def _write(args: argparse.Namespace, plan: Any, key: Any, contributions: int, spend: Any) -> None:
     """Sign the planned version, write it beside the previous one and say what the gate did."""
     from edgepersona.trainer.release.refit import sign_refit, write_refit
 
     previous = plan.previous
-    result = sign_refit(plan, key, expires_days=args.expires_days)
+    result = sign_refit(plan, key, expires_days=args.expires_days, spend=spend)
     out = Path(args.out) if args.out else Path(args.previous).with_name(
         f"{previous.model_id}-v{result.manifest.version}")
     write_refit(result, out)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from edgepersona.trainer.cli._args import Subparsers, add_trusted, trusted_keys
-from edgepersona.trainer.cli._refit import add_weighting_options, weighting_of
+from edgepersona.trainer.cli._refit import add_weighting_options, require_database, weighting_of
 from edgepersona.trainer.cli._render import console
 from edgepersona.trainer.cli._types import days, positive_float, positive_int
 
@@ -53,12 +53,14 @@ def schedule(args: argparse.Namespace) -> int:
         0 whatever the round decided (published, held, waiting, converged, busy).
 
     Raises:
-        InputError: the bundles folder holds no approved bundle, or bad options.
+        InputError: the bundles folder holds no approved bundle, a missing SQLite
+            database, or bad options.
     """
     from edgepersona.trainer.collector import open_store
     from edgepersona.trainer.release.keys import load_signing_key
     from edgepersona.trainer.release.schedule import ScheduleOptions, run_schedule
 
+    require_database(args.db)
     options = ScheduleOptions(weighting=weighting_of(args), k_min=args.k_min,
                               threshold=args.drift_threshold,
                               min_move=0.01 if args.min_move is None else args.min_move,

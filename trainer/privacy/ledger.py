@@ -315,6 +315,17 @@ class PrivacyLedger:
                 return str(name)
         return label or sketch.label(self.source_secret())
 
+    def people(self, source: str) -> SourceSketch | None:
+        """The sketch of everyone a budgeted source's budget and spends were about.
+
+        Args:
+            source: the data source name.
+
+        Returns:
+            The merged sketch, or None when the source has no budget or no sketch.
+        """
+        return _people(self._read().entries).get(source)
+
     def status(self, source: str) -> BudgetStatus:
         """The budget and spending of one data source.
 

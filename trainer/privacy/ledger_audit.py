@@ -14,7 +14,9 @@ cannot pass:
 * ``ledger not behind the release``: the ledger holds at least ``ledger_seq + 1``
   entries. Fails for a deleted ledger, a restored older copy, or dropped last lines.
 
-:func:`audit_releases` runs them over a whole folder of bundles and adds
+:func:`audit_releases` runs them over a whole folder of bundles (an expired
+bundle whose signature and digests verify is still a release to account for:
+it is audited and flagged ``expired``, not failed) and adds
 ``releases in ledger order`` (no two bundles claim one spend; a model's versions
 were spent in version order) and ``budgets hold (totals recomputed)``: every
 source's total recomputed from the verified entries is within its budget.
@@ -29,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgepersona.sdk import Manifest, PersonaError, PersonaRuntime
+from edgepersona.sdk import BundleExpiredError, Manifest, PersonaError, PersonaRuntime
 from edgepersona.sdk.protocol.trust import TrustedKeys
 from edgepersona.trainer.privacy.ledger import read_ledger_chain, summarise
 
@@ -37,6 +39,7 @@ __all__ = ["LEDGER_AUDIT_SCHEMA_VERSION", "LedgerView", "ReleaseRecord", "audit_
            "load_ledger_view", "release_checks", "release_record"]
 
 LEDGER_AUDIT_SCHEMA_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # an expired release is audited as of before it expired
 Check = dict[str, Any]
 _NOTE = re.compile(r"ledger '(?P<source>.*)' head (?P<seq>\d+):(?P<head>[0-9a-f]{64})")
 
@@ -113,9 +116,11 @@ def release_record(m: Manifest) -> ReleaseRecord | None:
 def release_checks(m: Manifest, view: LedgerView) -> list[Check]:
     """The per-release checks of the module docstring (none for a non-private bundle).
 
-    A manifest with no head of its own (a private refit, which is spent after it is
-    signed, or one that carries an earlier version's note) is matched to a spend by
-    model, version, ε and δ; the "not behind" check then has nothing to compare.
+    Private refits record their spend's head like a private train (they are spent
+    before they are signed). A private manifest with no head of its own (a refit
+    signed before refits recorded their spend, or one that carries an earlier
+    version's note) is matched to a spend by model, version, ε and δ; the "not
+    behind" check then has nothing to compare.
 
     Args:
         m: a verified manifest.
@@ -131,7 +136,8 @@ def release_checks(m: Manifest, view: LedgerView) -> list[Check]:
         seq = _matching_spend(m, view)
         return [_check("release recorded in the ledger", seq is not None,
                        f"entry {seq}, matched by model, version, ε and δ (no head of its own)"
-                       if seq is not None else "no spend of this model version in the ledger")]
+                       if seq is not None else "no spend of this model version in the ledger"
+                       if view.hashes else "no ledger given: a private release needs --ledger")]
     length = len(view.entries)
     behind = record.seq >= length
     present, figure = False, f"ledger ends at entry {length - 1}; release spent at {record.seq}"
@@ -178,25 +184,35 @@ def _one(path: Path, folder: Path, keys: Sequence[bytes], view: LedgerView, now:
          ) -> dict[str, Any]:
     """Verify one bundle and run its release checks."""
     name = str(path.relative_to(folder))
+    expired = False
     try:
-        m = PersonaRuntime.open(path, trusted_keys=keys, now=now).manifest
+        try:
+            m = PersonaRuntime.open(path, trusted_keys=keys, now=now).manifest
+        except BundleExpiredError:  # checked last: signature and digests held; still a release
+            m = PersonaRuntime.open(path, trusted_keys=keys, now=_EPOCH).manifest
+            expired = True
     except PersonaError:
         return {"bundle": name, "checks": [_check("bundle verifies with a trusted key", False,
-                                                  "signature, digest or expiry check failed")]}
+                                                  "signature or digest check failed")]}
     record = release_record(m)
     private = m.privacy.epsilon is not None
     seq = record.seq if record and (record.ledger_id or _own_spend(m, view, record.seq)) else \
         _matching_spend(m, view) if private else None
     return {"bundle": name, "model_id": m.model_id, "version": m.version, "private": private,
+            "expired": expired,
             "epsilon": m.privacy.epsilon, "delta": m.privacy.delta,
             "source": record.source if record else None, "ledger_seq": seq,
             "checks": release_checks(m, view)}
 
 
 def _order(bundles: list[dict[str, Any]]) -> Check:
-    """No two bundles claim one spend; each model's versions were spent in version order."""
-    private = sorted((b for b in bundles if b.get("ledger_seq") is not None),
-                     key=lambda b: b["ledger_seq"])
+    """No two releases claim one spend; each model's versions were spent in version order.
+
+    A version shelved both as a folder and as its zip is one release (one spend).
+    """
+    once = {(b["ledger_seq"], b["model_id"], b["version"]): b for b in bundles
+            if b.get("ledger_seq") is not None}
+    private = sorted(once.values(), key=lambda b: b["ledger_seq"])
     seqs = [b["ledger_seq"] for b in private]
     problems = [f"entry {s} claimed twice" for s in sorted(set(seqs)) if seqs.count(s) > 1]
     last: dict[str, int] = {}
@@ -224,13 +240,16 @@ def _totals(view: LedgerView) -> tuple[Check, dict[str, Any]]:
                    "; ".join(over) or f"{len(names)} source(s), {spends} spend(s)"), sources)
 
 
-def audit_releases(folder: str | Path, *, ledger: str | Path, trusted_keys: Sequence[bytes],
+def audit_releases(folder: str | Path, *, ledger: str | Path | None, trusted_keys: Sequence[bytes],
                    now: datetime | None = None) -> dict[str, Any]:
     """Check every bundle under a folder against the ledger (see the module docstring).
 
+    Without a ledger, a folder of non-private releases passes (no bundle claims an ε,
+    so nothing is owed to a ledger) and any private release fails its check.
+
     Args:
         folder: where the released bundles are (folders with manifest.json, or .zip files).
-        ledger: the ledger file or database URL.
+        ledger: the ledger file or database URL (None: no ledger).
         trusted_keys: public keys that sign the bundles and the ledger.
         now: the audit time (default: the system clock).
 
@@ -242,12 +261,14 @@ def audit_releases(folder: str | Path, *, ledger: str | Path, trusted_keys: Sequ
     """
     when = now or datetime.now(UTC)
     root = Path(folder)
-    view = load_ledger_view(ledger, TrustedKeys(trusted_keys))
+    view = LedgerView((), ()) if ledger is None else load_ledger_view(ledger, TrustedKeys(trusted_keys))
     bundles = [_one(path, root, trusted_keys, view, when) for path in _bundles(root)]
     totals, sources = _totals(view)
     failed = [f"{b['bundle']}: {c['check']}" for b in bundles for c in b["checks"] if not c["passed"]]
+    private = sum(1 for b in bundles if b.get("private"))
     checks = [_check("every private release present and the ledger not behind", not failed,
-                     "; ".join(failed) or f"{len(bundles)} bundle(s) checked"),
+                     "; ".join(failed) or f"{len(bundles)} bundle(s) checked: {private} private,"
+                     f" {len(bundles) - private} non-private (no ε claimed)"),
               _order(bundles), totals]
     return {"schema_version": LEDGER_AUDIT_SCHEMA_VERSION, "audited_at": when.isoformat(),
             "ledger": {"id": view.ledger_id, "entries": len(view.entries), "sources": sources},

@@ -50,8 +50,8 @@ import numpy.typing as npt
 
 from edgepersona.sdk import InputError
 
-__all__ = ["SAME_PEOPLE", "SKETCH_SIZE", "SourceSketch", "load_source_secret", "same_people",
-           "sketch_ids"]
+__all__ = ["SAME_PEOPLE", "SKETCH_SIZE", "SourceSketch", "load_source_secret", "opaque_source",
+           "same_people", "sketch_ids"]
 
 SKETCH_SIZE = 2048  # hashes kept per sketch (8 B each: about 22 KB of base64 per ledger entry)
 SAME_PEOPLE = 0.10  # containment from which two sets of users share one budget
@@ -214,3 +214,20 @@ def load_source_secret(path: Path) -> bytes:
     finally:
         os.close(fd)
     return secret
+
+
+def opaque_source(ids: Iterable[str], secret_path: Path) -> str:
+    """The opaque label of a set of users, as a private release names them (no file name).
+
+    Args:
+        ids: the users' ids.
+        secret_path: the source secret's file (created on first use).
+
+    Returns:
+        ``"source-"`` and 16 hex digits (:meth:`SourceSketch.label`).
+
+    Raises:
+        InputError: no ids, or a secret file of the wrong size.
+    """
+    secret = load_source_secret(secret_path)
+    return sketch_ids(ids, secret).label(secret)

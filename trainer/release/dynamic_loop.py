@@ -50,6 +50,7 @@ from edgepersona.trainer.collector import (
 )
 from edgepersona.trainer.data.events import EventLog, read_event_log
 from edgepersona.trainer.data.features import compute_features
+from edgepersona.trainer.privacy.source_identity import opaque_source
 from edgepersona.trainer.release.export import write_bundle
 from edgepersona.trainer.release.keys import generate_collector_key, generate_signing_key, load_signing_key
 from edgepersona.trainer.release.refit import DriftReport, approve_bundle
@@ -176,7 +177,9 @@ def run_dynamic_loop(work: Path, *, customers: int = 300, seed: int = 7,
     v1 = train_bundle(rows, spec, load_signing_key(private),
                       TrainOptions(model_id=MODEL_ID, k=4, seed=seed, stability_rounds=2,
                                    expires_days=365.0),
-                      lineage={"source": log.source, "users": len(active)},
+                      lineage={"source": opaque_source([log.user_keys[u] for u in active],
+                                                       work / "keys" / "source.key"),
+                               "users": len(active)},
                       now=datetime.fromtimestamp(CUTOFF, UTC))
     shelf = work / "bundles"
     write_bundle(shelf / f"{MODEL_ID}-v1", v1.files)

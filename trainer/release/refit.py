@@ -67,6 +67,7 @@ __all__ = [
     "RefitPlan",
     "RefitPrivacy",
     "RefitResult",
+    "RefitSpend",
     "approve_bundle",
     "noisy_aggregates",
     "plan_refit",
@@ -77,6 +78,8 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 REVIEW_MARKER = "NEEDS_REVIEW"
+NON_PRIVATE = ("non-private release: exact aggregates, no noise added and no privacy budget"
+               " spent (k-min still applies)")
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,23 @@ def noisy_aggregates(previous: Manifest, aggregates: PersonaAggregates,
                     bounds[0], bounds[1])
     return PersonaAggregates(noisy_counts, means * np.maximum(noisy_counts, 1.0)[:, None],
                              np.full(centred.shape, np.nan))
+
+
+@dataclass(frozen=True)
+class RefitSpend:
+    """The ledger entry that paid for a private refit, recorded in its manifest's lineage.
+
+    Attributes:
+        source: the ledger source it was charged to (the model line's people).
+        ledger_id: the SHA-256 of the ledger's entry 0.
+        seq: the spend's sequence number.
+        head: the spend's SHA-256 (the ledger head right after it).
+    """
+
+    source: str
+    ledger_id: str
+    seq: int
+    head: str
 
 
 @dataclass(frozen=True)
@@ -247,18 +267,31 @@ def plan_refit(previous: Manifest, aggregates: PersonaAggregates, *, k_min: int 
 
 
 def sign_refit(plan: RefitPlan, key: Ed25519PrivateKey, *, expires_days: float = 90.0,
-               now: datetime | None = None) -> RefitResult:
+               now: datetime | None = None, spend: RefitSpend | None = None) -> RefitResult:
     """Sign a planned refit as version ``previous.version + 1``.
+
+    A refit without privacy records no ε (its notes say it is a non-private
+    release), whatever the previous version spent. A private refit should be
+    spent first (:func:`~edgepersona.trainer.release.refit_ledger.spend_refit`):
+    its ``spend`` is then recorded like a private train's (``lineage.source``,
+    ``ledger_id``, ``ledger_seq``, ``ledger_head``), so the audit holds the
+    ledger to it.
 
     Args:
         plan: the measured refit.
         key: the bundle signing key.
         expires_days: validity of the new version in days.
         now: creation time (default: the system clock).
+        spend: the ledger entry that paid for a private plan.
 
     Returns:
         The signed bundle files, its manifest and the drift report.
+
+    Raises:
+        InputError: a spend given for a plan without privacy.
     """
+    if spend is not None and plan.privacy is None:
+        raise InputError("a ledger spend was given for a non-private refit; plan it with privacy")
     previous, drift, privacy = plan.previous, plan.drift, plan.privacy
     now = now or datetime.now(UTC)
     means = plan.sums / plan.counts[:, None]
@@ -278,6 +311,10 @@ def sign_refit(plan: RefitPlan, key: Ed25519PrivateKey, *, expires_days: float =
             "mechanism": "gaussian: noisy per-persona counts and centred sums (one Lloyd step)",
             "notes": ("neighbours: add or remove one contribution", "k-min applied to noisy counts",
                       "sums of squares are not released")})
+        if spend is not None:
+            fields["lineage"] = {**fields["lineage"], "source": spend.source,  # type: ignore[dict-item]
+                                 "ledger_id": spend.ledger_id, "ledger_seq": spend.seq,
+                                 "ledger_head": spend.head}
         fields["metrics"] = {**fields["metrics"], "inertia": None,  # type: ignore[dict-item]
                              "n_users": max(0, round(float(plan.counts.sum())))}
     onnx_bytes = build_onnx(assigner, model_id=previous.model_id, version=version)
@@ -342,18 +379,26 @@ def _manifest_fields(previous: Manifest, cards: tuple[PersonaCard, ...], assigne
         "model_id": previous.model_id, "version": previous.version + 1, "created_at": now,
         "expires_at": now + timedelta(days=expires_days), "spec": previous.spec,
         "personas": cards, "assigner": assigner,
-        "privacy": previous.privacy.model_copy(update={
+        "privacy": previous.privacy.model_copy(update={  # nothing of the previous spend
+            "epsilon": None, "delta": None, "mechanism": None, "notes": (NON_PRIVATE,),
             "k_min": k_min, "suppressed": tuple(f"{pid}: fewer than {k_min} contributions"
                                                 for pid in drift.vanished)}),
         "metrics": {"n_users": int(counts.sum()), "k": len(new),
                     "k_selection": f"refit of v{previous.version} from collector aggregates",
                     "silhouette": None, "davies_bouldin": None, "stability_ari": None,
                     "inertia": inertia},
-        "lineage": {"source": "collector aggregates", "previous_version": previous.version,
+        "lineage": {"source": _line_source(previous), "data": "collector aggregates",
+                    "previous_version": previous.version,
                     "contributions": int(counts.sum()),
                     "review": "needs review" if drift.needs_review else "within drift threshold"},
         "id_map": {pid: pid for pid in drift.ids},
     }
+
+
+def _line_source(previous: Manifest) -> str:
+    """The model line's source label, carried from version to version (never a file name here)."""
+    source = previous.lineage.get("source")
+    return source if isinstance(source, str) and source else "collector aggregates"
 
 
 def write_refit(result: RefitResult, out: Path) -> Path:
