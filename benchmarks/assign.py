@@ -13,7 +13,9 @@ Peers, all on the same k=8, d=16 model and the same input rows:
 * ``numpy_argmin``: the same maths in numpy ufuncs writing into preallocated
   buffers, index only.
 * ``sdk_numpy_backend``: the SDK with ``backend="numpy"`` (devices without
-  onnxruntime).
+  onnxruntime), preallocated buffers.
+* ``sdk_fastest``: the SDK with ``backend="fastest"``: both verified backends
+  built, checked to agree and timed at open, the faster one kept.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def _peers(cfg: RunConfig) -> tuple[dict[str, Call], dict[str, Any]]:
     bundle = bench_bundle(cfg)
     runtime = PersonaRuntime.open(bundle.files, trusted_keys=[bundle.public_pem])
     fallback = PersonaRuntime.open(bundle.files, trusted_keys=[bundle.public_pem], backend="numpy")
+    fastest = PersonaRuntime.open(bundle.files, trusted_keys=[bundle.public_pem], backend="fastest")
     params = runtime.manifest.assigner
     model = bundle.files["model.onnx"]
     width = len(params.lower)
@@ -134,6 +137,7 @@ def _peers(cfg: RunConfig) -> tuple[dict[str, Call], dict[str, Any]]:
         "sklearn": _cycle([r[None, :] for r in rows64], pipe.predict),
         "numpy_argmin": _cycle(rows64, numpy_argmin),
         "sdk_numpy_backend": _cycle(rows64, fallback.assign),
+        "sdk_fastest": _cycle(rows64, fastest.assign),
         "timer": _cycle(rows64, lambda _x: None),
     }
     sdk_labels = np.array([runtime.assign(r).index for r in rows64])
@@ -141,6 +145,7 @@ def _peers(cfg: RunConfig) -> tuple[dict[str, Call], dict[str, Any]]:
         "labels_sdk_vs_numpy_argmin": float(np.mean(sdk_labels == [numpy_argmin(r) for r in rows64])),
         "labels_sdk_vs_sdk_numpy_backend": float(np.mean(
             sdk_labels == [fallback.assign(r).index for r in rows64])),
+        "fastest_backend_chosen": fastest.backend,
         "input_rows": POOL,
         "k": len(params.centroids),
         "d": len(params.lower),
@@ -157,6 +162,7 @@ LABELS = {
     "sklearn": "sklearn Pipeline.predict, one row",
     "numpy_argmin": "numpy ufuncs into preallocated buffers, argmin only",
     "sdk_numpy_backend": "PersonaRuntime.assign, backend='numpy'",
+    "sdk_fastest": "PersonaRuntime.assign, backend='fastest'",
     "timer": "loop + perf_counter_ns overhead (empty call)",
 }
 SPACED = ("sdk", "ort_run", "ort_iobinding", "sklearn", "numpy_argmin")
@@ -188,7 +194,7 @@ def run(cfg: RunConfig) -> SuiteResult:
 def _targets(result: SuiteResult) -> None:
     """Ratios against peers and the brief's goals."""
     m = result.measurements
-    for peer in ("ort_run", "ort_iobinding", "numpy_argmin", "sklearn", "sdk_numpy_backend"):
+    for peer in ("ort_run", "ort_iobinding", "numpy_argmin", "sklearn", "sdk_numpy_backend", "sdk_fastest"):
         result.figures[f"ratio_median.sdk_over_{peer}"] = round(result.ratio("tight.sdk", f"tight.{peer}"), 3)
     result.target("sdk median <= raw ORT run median", result.ratio("tight.sdk", "tight.ort_run"),
                   "<=", 1.0, "x", "tight.sdk median / tight.ort_run median")
@@ -198,5 +204,11 @@ def _targets(result: SuiteResult) -> None:
                   "tight.sdk p99")
     result.target("p99 <= 1 ms at 100 ms spacing", m["spaced_100ms.sdk"].p99_us, "<=", 1000.0, "µs",
                   "spaced_100ms.sdk p99")
+    result.target("numpy backend <= 1.5x preallocated numpy argmin",
+                  result.ratio("tight.sdk_numpy_backend", "tight.numpy_argmin"), "<=", 1.5, "x",
+                  "tight.sdk_numpy_backend median / tight.numpy_argmin median")
     result.target("moonshot: within 1.5x numpy", result.ratio("tight.sdk", "tight.numpy_argmin"),
                   "<=", 1.5, "x", "tight.sdk median / tight.numpy_argmin median")
+    result.target("backend='fastest' median <= raw ORT run median",
+                  result.ratio("tight.sdk_fastest", "tight.ort_run"), "<=", 1.0, "x",
+                  "tight.sdk_fastest median / tight.ort_run median")

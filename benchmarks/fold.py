@@ -9,7 +9,11 @@
 * ``client.track_durable``: ``PersonaClient.track``, one SQLite commit with
   fsync per event (``synchronous=FULL``), on the scratch folder's disk.
 * ``client.track_many_per_event``: ``track_many`` batches, time per event.
-* ``client.assign``: ``PersonaClient.assign`` of a cached subject.
+* ``client.assign``: ``PersonaClient.assign`` of a cached subject (default
+  backend); ``client.assign_fastest`` the same with ``backend="fastest"``.
+* ``peer.ort_run``: ``InferenceSession.run`` on the same graph, SDK session
+  options, float32 input ready: the peer of the device-path ratios, timed in
+  blocks alternating with the cases it is compared to.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepersona.sdk import FoldPlan, FoldState, MemoryKeyProvider, PersonaClient, PersonaRuntime
+from edgepersona.sdk import (
+    ClientOptions,
+    FoldPlan,
+    FoldState,
+    MemoryKeyProvider,
+    PersonaClient,
+    PersonaRuntime,
+)
+from edgepersona.sdk.protocol.assign import INPUT_NAME, session_options
 
 from ._fixtures import (
     Event,
@@ -30,7 +42,7 @@ from ._fixtures import (
     retail_spec,
     spec16_events,
 )
-from ._measure import RunConfig, SuiteResult, time_calls, time_each
+from ._measure import Call, RunConfig, SuiteResult, time_calls, time_each, time_interleaved
 
 __all__ = ["run"]
 
@@ -76,24 +88,29 @@ def run(cfg: RunConfig) -> SuiteResult:
     for name, at, props in app[0]:
         state.fold(name, at, props)
     at_end = max(e[1] for e in app[0])
-    result.add("evaluate.spec16", time_calls(lambda: state.evaluate(at_end), cfg.pick(2_000, 50_000)),
-               "FoldState.evaluate, 16 features")
-
     row = state.evaluate(at_end)
-    result.add("assign.spec16", time_calls(lambda: runtime.assign(row), cfg.pick(2_000, 50_000)),
-               "PersonaRuntime.assign of an evaluated row")
+    ort_run = _ort_run(bundle.files["model.onnx"], row)
+    n = cfg.pick(2_000, 50_000)
+    timed = time_interleaved({"evaluate.spec16": lambda: state.evaluate(at_end),
+                              "assign.spec16": lambda: runtime.assign(row),
+                              "peer.ort_run": ort_run}, n, block=cfg.pick(500, 2_000))
+    result.add("evaluate.spec16", timed["evaluate.spec16"], "FoldState.evaluate, 16 features")
+    result.add("assign.spec16", timed["assign.spec16"], "PersonaRuntime.assign of an evaluated row")
 
     def fold_assign(live: FoldState, name: str, at: float, props: dict[str, float | str]) -> object:
         live.fold(name, at, props)
         return runtime.assign(live.evaluate(max(at, live.latest)))
 
-    samples = []
+    samples, peer = [], [timed["peer.ort_run"]]
     for events in app[:cfg.pick(2, 10)]:
         live = plan.new_state()
         samples.append(time_each(fold_assign, [(live, *event) for event in events]))
+        peer.append(time_calls(ort_run, len(events), warmup=10))  # alternates with each stream
     result.add("fold_assign.spec16", np.concatenate(samples),
                "fold one event + evaluate + PersonaRuntime.assign")
-    _client(cfg, result, app)
+    result.add("peer.ort_run", np.concatenate(peer),
+               "InferenceSession.run, SDK session options, float32 input ready (the peer)")
+    _client(cfg, result, app, ort_run)
 
     fold_retail = result.measurements["fold.retail"].median_us
     fold16 = result.measurements["fold.spec16"].median_us
@@ -105,10 +122,30 @@ def run(cfg: RunConfig) -> SuiteResult:
         result.ratio("client.track_many_per_event", "fold.spec16"), 2)
     result.figures["ratio_median.fold_assign_over_assign"] = round(
         result.ratio("fold_assign.spec16", "assign.spec16"), 2)
+    result.target("PersonaClient.assign (cached) <= 1.5x raw ORT run",
+                  result.ratio("client.assign", "client.peer.ort_run"), "<=", 1.5, "x",
+                  "client.assign median / client.peer.ort_run median (interleaved)")
+    result.target("fold one event + evaluate + assign <= 2x raw ORT run",
+                  result.ratio("fold_assign.spec16", "peer.ort_run"), "<=", 2.0, "x",
+                  "fold_assign.spec16 median / peer.ort_run median")
+    result.figures["ratio_median.client_assign_fastest_over_ort_run"] = round(
+        result.ratio("client.assign_fastest", "client.peer.ort_run"), 3)
+    result.figures["ratio_median.evaluate_over_ort_run"] = round(
+        result.ratio("evaluate.spec16", "peer.ort_run"), 3)
     return result
 
 
-def _client(cfg: RunConfig, result: SuiteResult, app: list[list[Event]]) -> None:
+def _ort_run(model: bytes, row: np.ndarray) -> Call:
+    """A raw onnxruntime ``run`` of the bundle's graph on one prepared float32 row."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, sess_options=session_options(),
+                                   providers=["CPUExecutionProvider"])
+    feed = {INPUT_NAME: row[None, :].astype(np.float32)}
+    return lambda: session.run(None, feed)
+
+
+def _client(cfg: RunConfig, result: SuiteResult, app: list[list[Event]], ort_run: Call) -> None:
     """Durable single-event tracking, batched tracking and assignment through PersonaClient."""
     bundle = bench_bundle(cfg)
     folder = cfg.scratch / "fold-client"
@@ -137,7 +174,22 @@ def _client(cfg: RunConfig, result: SuiteResult, app: list[list[Event]]) -> None
         result.add("client.track_many_per_event", per_event,
                    f"PersonaClient.track_many, {batch}-event batches over 8 subjects, time per event")
         result.figures["track_many_batch_size"] = batch
-        result.add("client.assign", time_calls(lambda: client.assign(subject="s1"), cfg.pick(1_000, 20_000)),
+        fastest = PersonaClient.open(bundle.files, trusted_keys=[bundle.public_pem],
+                                     store=folder / "store-fastest.db",
+                                     key_provider=MemoryKeyProvider(os.urandom(32)),
+                                     options=ClientOptions(backend="fastest"))
+        fastest.track_many([e for e in events if e.subject == "s1"][:batch])
+        chosen = fastest.runtime.backend
+        timed = time_interleaved({"client.assign": lambda: client.assign(subject="s1"),
+                                  "client.assign_fastest": lambda: fastest.assign(subject="s1"),
+                                  "client.peer.ort_run": ort_run},
+                                 cfg.pick(1_000, 20_000), block=cfg.pick(250, 1_000))
+        fastest.close()
+        result.add("client.assign", timed["client.assign"],
                    "PersonaClient.assign, cached subject (evaluate at the clock + assign)")
+        result.add("client.assign_fastest", timed["client.assign_fastest"],
+                   f"PersonaClient.assign, cached subject, backend='fastest' ({chosen})")
+        result.add("client.peer.ort_run", timed["client.peer.ort_run"],
+                   "InferenceSession.run, SDK session options (the peer, interleaved)")
     finally:
         client.close()

@@ -55,6 +55,8 @@ def run(cfg: RunConfig) -> SuiteResult:
         result.measurements[key] = Summary(**body["summary"])
         result.labels[key] = body["label"]
     result.figures.update(report)
+    result.target("gateway memory per subject <= 2 KiB", report["rss_per_subject_kib"], "<=", 2.0,
+                  "KiB", f"VmRSS growth / {subjects} cached subjects")
     result.notes.append("Memory per subject counts the cached fold state, the store's per-subject"
                         " keys and caches and SQLite's page cache growth; tracemalloc sees Python"
                         " objects only.")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._client import (
         ClientOptions as ClientOptions,
         PersonaClient as PersonaClient,
+        TimeInput as TimeInput,
         TrackedEvent as TrackedEvent,
     )
     from ._explain import (
@@ -92,6 +93,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     '_client': (
         'ClientOptions',
         'PersonaClient',
+        'TimeInput',
         'TrackedEvent',
     ),
     '_explain': (

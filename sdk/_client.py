@@ -39,10 +39,12 @@ from edgepersona.sdk._store import EncryptedStore
 from edgepersona.sdk._sync_queue import drop_queued
 from edgepersona.sdk.errors import InputError, StoreCorruptError
 from edgepersona.sdk.protocol.assign import model_space
+from edgepersona.sdk.protocol.event_rules import TimeInput, unix_seconds as _seconds
 from edgepersona.sdk.protocol.fold import FoldState, PropertyValue, check_event
 from edgepersona.sdk.protocol.trust import dump_trust, load_trust
 
-__all__ = ["ClientOptions", "PersonaClient", "TrackedEvent"]
+__all__ = ["ClientOptions", "PersonaClient", "TimeInput", "TrackedEvent"]
+
 
 _GLOBAL = EncryptedStore.GLOBAL
 _STATE = "fold_state"
@@ -90,7 +92,7 @@ class TrackedEvent:
     subject: str
     event: str
     value: float | None = None
-    at: float | None = None
+    at: TimeInput | None = None
     properties: Mapping[str, PropertyValue] | None = None
 
 
@@ -108,7 +110,7 @@ class PersonaClient:
         self._lock = threading.RLock()
         self._cache: OrderedDict[str, FoldState] = OrderedDict()
         self._unsalted: set[str] = set()  # subjects with no committed state yet
-        self.ignored_events = 0
+        self._ignored = 0
 
     @classmethod
     def open(cls, bundle: BundleInput, *, trusted_keys: Iterable[KeyInput],
@@ -164,22 +166,36 @@ class PersonaClient:
         """The verified model runtime."""
         return self._runtime
 
+    @property
+    def ignored_events(self) -> int:
+        """Events this client was given whose name no feature uses, since it opened.
+
+        With ``unknown_events="ignore"`` (the default) such events are accepted,
+        change no feature and are counted here (and per subject in the stored
+        state); a rising count usually means a misspelt event name or a bundle
+        built from another spec. ``unknown_events="reject"`` refuses them instead.
+        """
+        return self._ignored
+
     def track(self, event: str, value: float | None = None, *, subject: str = "me",
-              at: float | None = None, properties: Mapping[str, PropertyValue] | None = None) -> bool:
+              at: TimeInput | None = None,
+              properties: Mapping[str, PropertyValue] | None = None) -> bool:
         """Fold one event into a subject's state and commit it.
 
         Args:
             event: the event name.
             value: the event's numeric value, if any.
             subject: whose event it is (``"me"`` in a single-user app).
-            at: unix seconds (default: the clock).
+            at: unix seconds, an ISO 8601 string or a datetime (naive means
+                UTC); default: the clock.
             properties: named properties the spec may use.
 
         Returns:
             True if a feature used the event; False if no feature uses its name.
 
         Raises:
-            InputError: bad types, NaN/inf, a time too far in the future, or an
+            InputError: bad types, NaN/inf, a number beyond ±1e200, a string
+                property over 256 characters, a time too far in the future, or an
                 unknown event with ``unknown_events="reject"``; nothing changed.
             StoreError: the state could not be committed; nothing changed.
         """
@@ -224,7 +240,7 @@ class PersonaClient:
                 for subject in touched:  # uncommitted: reload the committed state next time
                     self._cache.pop(subject, None)
                 raise
-            self.ignored_events += ignored
+            self._ignored += ignored
             self._unsalted.difference_update(touched)
             self._trim_cache(touched)
             return used
@@ -234,14 +250,15 @@ class PersonaClient:
         return [(s, _SALT, secrets.token_bytes(_SALT_BYTES)) for s in subjects
                 if s in self._unsalted and self._store.get(s, _SALT) is None]
 
-    def _when(self, at: float | None, now: float) -> float:
-        """The event time, refusing times too far ahead of the clock."""
+    def _when(self, at: TimeInput | None, now: float) -> float:
+        """The event time in unix seconds, refusing times too far ahead of the clock."""
         if at is None:
             return now
-        if isinstance(at, int | float) and at > now + self._options.max_future_seconds:
+        seconds = _seconds(at)
+        if seconds > now + self._options.max_future_seconds:
             raise InputError(f"event time {at!r} is more than {self._options.max_future_seconds:g} s"
                              f" ahead of the clock ({now!r}); check the device clock")
-        return at
+        return seconds
 
     def _trim_cache(self, recent: Mapping[str, FoldState]) -> None:
         """Mark subjects as recently used and keep the cache within its size."""
@@ -251,12 +268,13 @@ class PersonaClient:
             evicted, _state = self._cache.popitem(last=False)
             self._unsalted.discard(evicted)  # its next load from the store decides again
 
-    def features(self, *, subject: str = "me", at: float | None = None) -> list[float]:
+    def features(self, *, subject: str = "me", at: TimeInput | None = None) -> list[float]:
         """The subject's raw feature vector (what ``assign`` feeds the model).
 
         Args:
             subject: whose features.
-            at: evaluation time (default: the clock, or the latest event if later).
+            at: evaluation time, as for :meth:`track` (default: the clock, or the
+                latest event if later).
 
         Returns:
             One value per spec feature.
@@ -284,17 +302,18 @@ class PersonaClient:
             self._cache[subject] = state
         return state
 
-    def _eval_time(self, state: FoldState, at: float | None) -> float:
+    def _eval_time(self, state: FoldState, at: TimeInput | None) -> float:
         """Explicit time, or the clock (never before the latest event)."""
-        return max(self._clock(), state.latest) if at is None else at
+        return max(self._clock(), state.latest) if at is None else _seconds(at)
 
-    def assign(self, *, subject: str = "me", at: float | None = None,
+    def assign(self, *, subject: str = "me", at: TimeInput | None = None,
                explain: bool = False) -> Assignment:
         """Assign a subject's persona from its folded events.
 
         Args:
             subject: whose persona.
-            at: evaluation time (default: the clock, or the latest event if later).
+            at: evaluation time, as for :meth:`track` (default: the clock, or the
+                latest event if later).
             explain: include the reasons for the choice.
 
         Returns:
@@ -305,18 +324,22 @@ class PersonaClient:
         Raises:
             InputError: ``at`` is before the subject's latest event.
         """
+        runtime = self._runtime
         with self._lock:
-            state = self._cached(subject)
-            row = state.evaluate(self._eval_time(state, at))
+            state = self._cache.get(subject)  # a hit is a valid subject of the active plan
+            if state is None or state.plan is not runtime._loaded.plan:
+                state = self._cached(subject)
+            row = state.evaluate(max(self._clock(), state.latest) if at is None else _seconds(at))
             events = state.events
-        result = self._runtime.assign(row, explain=explain)
-        if events < self._runtime.spec.min_events:
+        # evaluate() gives finite float64 rows of the spec's width (the fold's limits)
+        result = runtime._assign_row(row, explain)
+        if events < runtime._loaded.min_events:
             result = replace(result, determined=False)
         return result
 
-    def _contribution_snapshot(self, subject: str, at: float | None) -> _Snapshot:
+    def _contribution_snapshot(self, subject: str, at: TimeInput | None) -> _Snapshot:
         """What a sync contribution reports for a subject now (used by SyncAgent)."""
-        when = self._clock() if at is None else at
+        when = self._clock() if at is None else _seconds(at)
         with self._lock:
             state = self._cached(subject)
             row = state.evaluate(max(when, state.latest))
@@ -377,19 +400,19 @@ class PersonaClient:
             return rotated.ids
 
     def pseudonym(self, *, subject: str = "me", domain: PseudonymDomain = "sync",
-                  at: float | None = None) -> Pseudonym:
+                  at: TimeInput | None = None) -> Pseudonym:
         """The subject's keyed pseudonym for a domain and the current epoch.
 
         Args:
             subject: the raw subject id (never leaves the device).
             domain: ``local`` or ``sync``; the two cannot be linked.
-            at: unix seconds (default: the clock) choosing the epoch.
+            at: the moment choosing the epoch, as for :meth:`track` (default: the clock).
 
         Returns:
             The pseudonym with its key id and epoch.
         """
-        return self._subject_pseudonyms(subject).pseudonym(subject, domain=domain,
-                                                           at=self._clock() if at is None else at)
+        return self._subject_pseudonyms(subject).pseudonym(
+            subject, domain=domain, at=self._clock() if at is None else _seconds(at))
 
     def _subject_pseudonyms(self, subject: str) -> Pseudonymizer:
         """The subject's pseudonymizer, keyed by its own salt (made on first use)."""

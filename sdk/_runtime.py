@@ -57,12 +57,29 @@ class Assignment:
 
 @dataclass(frozen=True)
 class _Loaded:
-    """One verified bundle and its assigner; swapped as a whole on update."""
+    """One verified bundle and its assigner; swapped as a whole on update.
+
+    The trailing fields are read from the manifest once, so an assignment does
+    not walk the model objects on every call.
+    """
 
     manifest: Manifest
     assigner: Assigner
     plan: FoldPlan
     key_id: str
+    cards: tuple[tuple[str, str], ...] = ()  # (persona id, name) per index
+    version: int = 0
+    min_confidence: float = 0.0
+    min_events: int = 0
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, manifest: Manifest, assigner: Assigner, key_id: str) -> _Loaded:
+        """Bundle a verified manifest and its assigner with the per-call facts."""
+        spec = manifest.spec
+        return cls(manifest, assigner, FoldPlan.from_spec(spec), key_id,
+                   tuple((p.id, p.name) for p in manifest.personas), manifest.version,
+                   spec.min_confidence, spec.min_events, spec.names)
 
 
 class PersonaRuntime:
@@ -92,7 +109,10 @@ class PersonaRuntime:
                 paths (``str``/``Path``) of key files or key folders.
             now: the current time for the expiry check (default: the system clock).
             min_version: refuse versions below this (the version the device trusts).
-            backend: ``auto``, ``onnxruntime`` or ``numpy``.
+            backend: ``auto`` (onnxruntime when importable, else numpy),
+                ``onnxruntime``, ``numpy`` or ``fastest`` (both built from the
+                verified bundle, checked to agree, the faster one kept; see
+                :func:`edgepersona.sdk.protocol.assign.load_assigner`).
 
         Returns:
             The runtime.
@@ -154,12 +174,18 @@ class PersonaRuntime:
             The assignment.
 
         Raises:
-            InputError: wrong length, a missing name, or a NaN/inf value.
+            InputError: wrong length, a missing or unknown name (a mapping must
+                name exactly the spec's features), or a NaN/inf value.
         """
+        return self._assign_row(_as_row(features, self._loaded.names), explain)
+
+    def _assign_row(self, row: npt.NDArray[np.float64], explain: bool = False) -> Assignment:
+        """Assign a validated float64 row (the client's evaluated features come here directly)."""
         loaded = self._loaded
-        row = _as_row(features, loaded.manifest.spec)
+        if len(row) != len(loaded.names):  # the bundle changed since the row was evaluated
+            row = _as_row(row, loaded.names)
         index, confidence, distances = loaded.assigner.assign_one(row)
-        result = _result(loaded.manifest, index, confidence, distances)
+        result = _result(loaded, index, confidence, distances)
         if explain:
             runner_up = int(np.argsort(distances, kind="stable")[1])
             result = replace(result, reasons=explain_margin(loaded.manifest, row, index, runner_up))
@@ -180,7 +206,7 @@ class PersonaRuntime:
         loaded = self._loaded
         matrix = _as_matrix(rows, len(loaded.manifest.spec.features))
         indices, confidences, distances = loaded.assigner.assign_many(matrix)
-        return [_result(loaded.manifest, int(i), float(c), d)
+        return [_result(loaded, int(i), float(c), tuple(d.tolist()))
                 for i, c, d in zip(indices, confidences, distances, strict=True)]
 
     def update(self, bundle: BundleInput, *, now: datetime | None = None) -> int:
@@ -217,34 +243,41 @@ def _load(bundle: BundleInput, trusted: TrustedKeys, now: datetime | None,
     verified = verify_bundle(bundle_source(bundle), trusted,
                              now=now or datetime.now(UTC), min_version=min_version)
     assigner = load_assigner(verified, backend)
-    return _Loaded(verified.manifest, assigner, FoldPlan.from_spec(verified.manifest.spec),
-                   verified.key_id)
+    return _Loaded.of(verified.manifest, assigner, verified.key_id)
 
 
 _NOT_MAPPINGS = (np.ndarray, list, tuple)  # the usual inputs: skip the slower ABC check
 
 
-def _as_row(features: object, spec: FeatureSpec) -> npt.NDArray[np.float64]:
+def _as_row(features: object, names: tuple[str, ...]) -> npt.NDArray[np.float64]:
     """Validate one feature vector into a float64 row."""
     if type(features) not in _NOT_MAPPINGS and isinstance(features, Mapping):
-        missing = [n for n in spec.names if n not in features]
-        if missing:
-            raise InputError(f"features are missing {missing}; expected all of {list(spec.names)}")
-        features = [features[n] for n in spec.names]
+        features = _from_mapping(features, names)
     try:
         row = np.asarray(features, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(
-            f"features must be {len(spec.features)} numbers, got {type(features).__name__}") from None
-    if row.shape != (len(spec.features),):
-        raise InputError(f"expected {len(spec.features)} features {list(spec.names)},"
-                         f" got shape {row.shape}")
+            f"features must be {len(names)} numbers, got {type(features).__name__}") from None
+    if row.shape != (len(names),):
+        raise InputError(f"expected {len(names)} features {list(names)}, got shape {row.shape}")
     # A float sum is finite only if every term is; it is ~3x cheaper than np.isfinite
     # on a short row. A huge but finite row can overflow the sum, so recheck exactly.
     if not math.isfinite(sum(row.tolist())) and not np.isfinite(row).all():
-        bad = [spec.names[i] for i in np.flatnonzero(~np.isfinite(row))]
+        bad = [names[i] for i in np.flatnonzero(~np.isfinite(row))]
         raise InputError(f"features must be finite; NaN or inf in {bad}")
     return row
+
+
+def _from_mapping(features: Mapping[object, object], names: tuple[str, ...]) -> list[object]:
+    """Values of a name → value mapping in spec order; unknown or missing names are errors."""
+    missing = [n for n in names if n not in features]
+    if missing:
+        raise InputError(f"features are missing {missing}; expected all of {list(names)}")
+    if len(features) != len(names):
+        unknown = sorted(str(k) for k in features if k not in names)
+        raise InputError(f"unknown feature names {unknown}: the model expects exactly"
+                         f" {list(names)} (check the spelling or the bundle version)")
+    return [features[n] for n in names]
 
 
 def _as_matrix(rows: npt.ArrayLike, width: int) -> npt.NDArray[np.float64]:
@@ -260,18 +293,18 @@ def _as_matrix(rows: npt.ArrayLike, width: int) -> npt.NDArray[np.float64]:
     return matrix
 
 
-def _result(manifest: Manifest, index: int, confidence: float,
-            distances: npt.NDArray[np.float64]) -> Assignment:
+def _result(loaded: _Loaded, index: int, confidence: float,
+            distances: tuple[float, ...]) -> Assignment:
     """Package one assigner output with its persona card."""
-    card = manifest.personas[index]
+    persona_id, name = loaded.cards[index]
     result = _new_assignment(Assignment)
-    _set_id(result, card.id)
-    _set_name(result, card.name)
+    _set_id(result, persona_id)
+    _set_name(result, name)
     _set_index(result, index)
     _set_confidence(result, confidence)
-    _set_distances(result, tuple(distances.tolist()))
-    _set_version(result, manifest.version)
-    _set_determined(result, confidence >= manifest.spec.min_confidence)
+    _set_distances(result, distances)
+    _set_version(result, loaded.version)
+    _set_determined(result, confidence >= loaded.min_confidence)
     _set_reasons(result, ())
     return result
 

@@ -21,20 +21,34 @@ def _is_number(x: Any) -> bool:
 
 def check_event(event: Any, value: Any, at: Any, properties: dict[str, Any]) -> dict[str, Any]:
     """Section 3.2."""
-    if not isinstance(event, str) or not event:
+    if not isinstance(event, str) or not event or len(event) > 128:
         raise InputError("event")
     if not _is_number(at) or not math.isfinite(at) or at < 0:
         raise InputError("at")
+    if len(properties) > 64:
+        raise InputError("properties")
     props: dict[str, Any] = {}
     for name, item in properties.items():
-        if item is not None and not isinstance(item, str) and not (_is_number(item) and math.isfinite(item)):
+        if not isinstance(name, str) or not 1 <= len(name) <= 64:
+            raise InputError("name")
+        if isinstance(item, str) and len(item) > 256:
+            raise InputError(name)
+        if item is not None and not isinstance(item, str) and not (_is_number(item) and _bounded(item)):
             raise InputError(name)
         props[name] = float(item) if _is_number(item) else item
     if value is not None:
-        if not _is_number(value) or not math.isfinite(value):
+        if not _is_number(value) or not _bounded(value):
             raise InputError("value")
         props["value"] = float(value)
     return props
+
+
+def _bounded(x: Any) -> bool:
+    """Finite and within ±1e200 (an int too large for a float is not)."""
+    try:
+        return abs(float(x)) <= 1e200
+    except OverflowError:
+        return False
 
 
 def number(p: Any) -> float | None:
@@ -48,7 +62,7 @@ def number(p: Any) -> float | None:
         x = float(text.replace("_", ""))
     else:
         x = float(p)
-    return x if math.isfinite(x) else None
+    return x if math.isfinite(x) and abs(x) <= 1e200 else None
 
 
 def _shortest_digits(x: float) -> tuple[str, int]:

@@ -278,3 +278,41 @@ def test_pseudonyms_are_keyed_per_device_and_domain(bundle_files: Mapping[str, b
         assert sync.value != first.pseudonym(subject="user-1", domain="local").value
         assert sync.value != second.pseudonym(subject="user-1").value
         assert "user-1" not in sync.value
+
+
+def test_at_takes_unix_seconds_iso_8601_strings_and_datetimes(
+        bundle_files: Mapping[str, bytes], public_key: bytes, tmp_path: Path,
+        keys: MemoryKeyProvider) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    moment = datetime.fromtimestamp(T0 - 3_600, UTC)
+    forms: dict[str, object] = {
+        "seconds": T0 - 3_600,
+        "iso-z": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "iso-offset": moment.astimezone(timezone(timedelta(hours=2))).isoformat(),
+        "aware": moment,
+        "naive-is-utc": moment.replace(tzinfo=None),
+    }
+    with open_client(bundle_files, public_key, tmp_path, keys) as client:
+        for subject, at in forms.items():
+            client.track("purchase", 12.0, subject=subject, at=at)  # type: ignore[arg-type]
+        expected = client.features(subject="seconds")
+        for subject, at in forms.items():
+            assert client.features(subject=subject) == expected
+            assert client.features(subject=subject, at=at) == client.features(  # type: ignore[arg-type]
+                subject="seconds", at=T0 - 3_600)
+        assert client.assign(subject="aware", at="2025-01-02T00:00:00+00:00").model_version >= 1
+        with pytest.raises(InputError, match="not ISO 8601"):
+            client.track("purchase", 1.0, at="yesterday")
+        with pytest.raises(InputError, match="ISO 8601 string or a datetime"):
+            client.assign(at=[T0])  # type: ignore[arg-type]
+
+
+def test_ignored_events_is_a_read_only_counter(
+        bundle_files: Mapping[str, bytes], public_key: bytes, tmp_path: Path,
+        keys: MemoryKeyProvider) -> None:
+    with open_client(bundle_files, public_key, tmp_path, keys) as client:
+        client.track("session", at=T0 - 10)
+        assert client.ignored_events == 0
+        with pytest.raises(AttributeError):
+            client.ignored_events = 5  # type: ignore[misc]

@@ -270,3 +270,41 @@ def test_numpy_and_onnx_backends_agree_except_on_float32_near_ties(
     confidence = np.array([[a.confidence, b.confidence] for a, b in zip(exact, graph,
                                                                         strict=True)])
     np.testing.assert_allclose(confidence[:, 0], confidence[:, 1], atol=1e-3)
+
+
+def test_fastest_backend_is_one_of_the_verified_two_and_agrees_with_the_graph(
+        bundle_files: Mapping[str, bytes], public_key: bytes, bundle_now: datetime,
+        runtimes: dict[str, PersonaRuntime], bounds: tuple[F64, F64]) -> None:
+    fastest = PersonaRuntime.open(bundle_files, trusted_keys=[public_key], now=bundle_now,
+                                  backend="fastest")
+    assert fastest.backend in BACKENDS
+    low, high = bounds
+    rows = np.random.default_rng(7).uniform(low, high, size=(300, WIDTH))
+    graph = [runtimes["onnxruntime"].assign(r) for r in rows]
+    for row, expected in zip(rows, graph, strict=True):
+        result = fastest.assign(row)
+        near_tie = sorted(expected.distances)[1] - sorted(expected.distances)[0] \
+            <= TIE_GAP * max(expected.distances)
+        assert result.index == expected.index or near_tie
+
+
+def test_numpy_backend_single_rows_equal_its_batch_path(
+        runtimes: dict[str, PersonaRuntime], bounds: tuple[F64, F64]) -> None:
+    low, high = bounds
+    rows = np.random.default_rng(11).uniform(low - 1.0, high * 1.5, size=(200, WIDTH))
+    many = runtimes["numpy"].assign_many(rows)
+    for row, batch in zip(rows, many, strict=True):
+        one = runtimes["numpy"].assign(row)
+        assert (one.index, one.persona_id) == (batch.index, batch.persona_id)
+        np.testing.assert_allclose(one.distances, batch.distances, rtol=1e-12)
+        assert one.confidence == pytest.approx(batch.confidence, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mapping_with_an_unknown_feature_name_is_refused_naming_it(
+        backend: str, runtimes: dict[str, PersonaRuntime]) -> None:
+    runtime = runtimes[backend]
+    features = dict.fromkeys(runtime.spec.names, 1.0)
+    runtime.assign(features)
+    with pytest.raises(InputError, match=r"unknown feature names \['sesions'\]"):
+        runtime.assign({**features, "sesions": 3.0})

@@ -2,7 +2,10 @@
 
 Computes, vectorised over all users, exactly the aggregates the device folds
 one event at a time (:mod:`edgepersona.sdk.protocol.fold`); a property test holds the
-two to a relative difference of 1e-9.
+two to a relative difference of 1e-9. The device's limits hold here too, so every
+feature stays finite: a number beyond ±1e200 or a string over 256 characters in a
+property a feature reads is refused with :class:`InputError` (the device refuses
+such an event the same way); a numeric string beyond ±1e200 counts as no number.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk import Feature, FeatureSpec, InputError
-from edgepersona.sdk.protocol.fold import decay_rate, distinct_key, numeric_property
+from edgepersona.sdk.protocol.fold import (
+    MAX_MAGNITUDE,
+    MAX_STRING_CHARS,
+    decay_rate,
+    distinct_key,
+    numeric_property,
+)
 from edgepersona.sdk.protocol.spec import SECONDS_PER_DAY
 from edgepersona.trainer.data.events import EventLog
 
@@ -36,7 +45,8 @@ def compute_features(log: EventLog, spec: FeatureSpec, at: float | None = None) 
         Shape (users, features), float64, in spec order.
 
     Raises:
-        InputError: the log is empty or ``at`` is not finite.
+        InputError: the log is empty, ``at`` is not finite, or a property a
+            feature reads holds a number beyond ±1e200 or a string over 256 characters.
     """
     if len(log.time) == 0:
         raise InputError("the event log has no usable events; check the bad-row report")
@@ -76,12 +86,13 @@ def _feature_column(log: EventLog, feature: Feature, mask: npt.NDArray[np.bool_]
         if raw is None:
             return np.zeros(n)
         cells = raw[mask]
+        _check_strings(cells, str(feature.property))
         present = np.array([c is not None and not _is_nan(c) for c in cells], dtype=bool)
         keys = np.array([_key(c) for c in cells[present]], dtype=str)
         return _distinct(feature, users[present], times[present], keys, n, reference, cap)
     values = np.ones(len(times))
     if feature.property is not None:
-        values = _numeric(raw[mask] if raw is not None else None, len(times))
+        values = _numeric(raw[mask] if raw is not None else None, len(times), feature.property)
         present = np.isfinite(values)
         users, times, values = users[present], times[present], values[present]
     anchor = np.full(len(times), reference)
@@ -101,6 +112,23 @@ def _feature_column(log: EventLog, feature: Feature, mask: npt.NDArray[np.bool_]
     return np.divide(total, count, out=np.zeros(n), where=count > 0)
 
 
+def _check_magnitude(values: F64, name: str) -> None:
+    """Refuse numbers the device refuses: beyond ±MAX_MAGNITUDE a sum could overflow."""
+    beyond = int(np.count_nonzero(np.isfinite(values) & (np.abs(values) > MAX_MAGNITUDE)))
+    if beyond:
+        raise InputError(
+            f"property {name!r} has {beyond} value(s) beyond ±{MAX_MAGNITUDE:g};"
+            " numbers are limited so every sum stays finite: rescale the unit or drop those rows")
+
+
+def _check_strings(cells: npt.NDArray[Any], name: str) -> None:
+    """Refuse string values the device refuses (over MAX_STRING_CHARS characters)."""
+    long = sum(1 for c in cells if isinstance(c, str) and len(c) > MAX_STRING_CHARS)
+    if long:
+        raise InputError(f"property {name!r} has {long} string value(s) over {MAX_STRING_CHARS}"
+                         " characters, the limit of a string property; shorten or drop them")
+
+
 def _is_nan(cell: Any) -> bool:
     """True for a float NaN cell (missing numeric property)."""
     return isinstance(cell, float) and math.isnan(cell)
@@ -115,18 +143,30 @@ def _key(cell: Any) -> str:
     return str(cell)
 
 
-def _numeric(raw: npt.NDArray[Any] | None, n: int) -> F64:
-    """Property values as floats; NaN where absent or not a number."""
+def _numeric(raw: npt.NDArray[Any] | None, n: int, name: str) -> F64:
+    """Property values as floats; NaN where absent or not a number (numbers beyond the limit refused)."""
     if raw is None:
         return np.full(n, np.nan)
     if raw.dtype.kind == "f":
+        _check_magnitude(raw, name)
         return raw.astype(np.float64)
     out = np.full(n, np.nan)
+    numbers = [_magnitude(c) for c in raw
+               if isinstance(c, int | float | np.integer | np.floating) and not isinstance(c, bool)]
+    _check_magnitude(np.asarray(numbers, dtype=np.float64), name)
     for i, cell in enumerate(raw):
         number = numeric_property(cell) if not isinstance(cell, bool) else None
         if number is not None:
             out[i] = number
     return out
+
+
+def _magnitude(number: Any) -> float:
+    """``abs(number)`` as a float; inf for an int beyond float range."""
+    try:
+        return abs(float(number))
+    except OverflowError:
+        return math.inf
 
 
 def _distinct(feature: Feature, users: npt.NDArray[np.int64], times: F64,

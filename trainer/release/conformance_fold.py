@@ -88,7 +88,7 @@ def _fold(spec: FeatureSpec, events: list[dict[str, Any]], at: float) -> dict[st
     state = FoldPlan.from_spec(spec).new_state()
     for e in events:
         state.fold(e["event"], e["at"], check_event(e["event"], e["value"], e["at"], e["properties"]))
-    return {"events": events, "at": at, "features": state.evaluate(at).tolist(),
+    return {"events": events, "at": at, "features": state.evaluate_reference(at).tolist(),
             "folded": state.events, "ignored": state.ignored, "latest": state.latest}
 
 
