@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from edgepersona.sdk.protocol.manifest import Manifest
+if TYPE_CHECKING:
+    from edgepersona.sdk.protocol.manifest import Manifest
 
 __all__ = ["Reason", "explain_margin"]
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -17,9 +18,12 @@ from edgepersona.sdk.errors import InputError, ModelIntegrityError
 from edgepersona.sdk.protocol.assign import Assigner, load_assigner
 from edgepersona.sdk.protocol.bundle import bundle_source, verify_bundle
 from edgepersona.sdk.protocol.fold import FoldPlan
-from edgepersona.sdk.protocol.manifest import Manifest, PersonaCard
-from edgepersona.sdk.protocol.spec import FeatureSpec
+from edgepersona.sdk.protocol.manifest_view import ManifestView
 from edgepersona.sdk.protocol.trust import TrustedKeys
+
+if TYPE_CHECKING:
+    from edgepersona.sdk.protocol.manifest import Manifest, PersonaCard
+    from edgepersona.sdk.protocol.spec import FeatureSpec
 
 __all__ = ["Assignment", "PersonaRuntime"]
 
@@ -60,10 +64,12 @@ class _Loaded:
     """One verified bundle and its assigner; swapped as a whole on update.
 
     The trailing fields are read from the manifest once, so an assignment does
-    not walk the model objects on every call.
+    not walk the model objects on every call. ``view`` is the light reading of
+    the verified manifest; the pydantic :class:`Manifest` is built from it only
+    when the app asks for it (``runtime.manifest``, ``spec``, ``personas``, explain).
     """
 
-    manifest: Manifest
+    view: ManifestView
     assigner: Assigner
     plan: FoldPlan
     key_id: str
@@ -74,7 +80,7 @@ class _Loaded:
     names: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, manifest: Manifest, assigner: Assigner, key_id: str) -> _Loaded:
+    def of(cls, manifest: ManifestView, assigner: Assigner, key_id: str) -> _Loaded:
         """Bundle a verified manifest and its assigner with the per-call facts."""
         spec = manifest.spec
         return cls(manifest, assigner, FoldPlan.from_spec(spec), key_id,
@@ -128,23 +134,27 @@ class PersonaRuntime:
 
     @property
     def manifest(self) -> Manifest:
-        """The active bundle's manifest."""
-        return self._loaded.manifest
+        """The active bundle's manifest.
+
+        The pydantic models are built from the verified bytes on first access
+        (opening and assigning do not need them), then kept.
+        """
+        return self._loaded.view.model()
 
     @property
     def version(self) -> int:
         """The active bundle's version."""
-        return self._loaded.manifest.version
+        return self._loaded.view.version
 
     @property
     def spec(self) -> FeatureSpec:
-        """The feature spec the active model expects."""
-        return self._loaded.manifest.spec
+        """The feature spec the active model expects (part of :attr:`manifest`)."""
+        return self.manifest.spec
 
     @property
     def personas(self) -> tuple[PersonaCard, ...]:
-        """The active model's persona cards, in index order."""
-        return self._loaded.manifest.personas
+        """The active model's persona cards, in index order (part of :attr:`manifest`)."""
+        return self.manifest.personas
 
     @property
     def backend(self) -> str:
@@ -188,7 +198,7 @@ class PersonaRuntime:
         result = _result(loaded, index, confidence, distances)
         if explain:
             runner_up = int(np.argsort(distances, kind="stable")[1])
-            result = replace(result, reasons=explain_margin(loaded.manifest, row, index, runner_up))
+            result = replace(result, reasons=explain_margin(loaded.view.model(), row, index, runner_up))
         return result
 
     def assign_many(self, rows: npt.ArrayLike) -> list[Assignment]:
@@ -204,7 +214,7 @@ class PersonaRuntime:
             InputError: wrong shape or a NaN/inf value.
         """
         loaded = self._loaded
-        matrix = _as_matrix(rows, len(loaded.manifest.spec.features))
+        matrix = _as_matrix(rows, len(loaded.names))
         indices, confidences, distances = loaded.assigner.assign_many(matrix)
         return [_result(loaded, int(i), float(c), tuple(d.tolist()))
                 for i, c, d in zip(indices, confidences, distances, strict=True)]
@@ -227,14 +237,14 @@ class PersonaRuntime:
         On any error the current bundle stays active.
         """
         with self._update_lock:
-            current = self._loaded.manifest.version
+            current = self._loaded.view.version
             loaded = _load(bundle, self._trusted, now, current + 1, self._backend)
-            if loaded.manifest.model_id != self._loaded.manifest.model_id:
+            if loaded.view.model_id != self._loaded.view.model_id:
                 raise ModelIntegrityError(
-                    f"bundle is for model {loaded.manifest.model_id!r}, not the active"
-                    f" {self._loaded.manifest.model_id!r}")
+                    f"bundle is for model {loaded.view.model_id!r}, not the active"
+                    f" {self._loaded.view.model_id!r}")
             self._loaded = loaded
-            return loaded.manifest.version
+            return loaded.view.version
 
 
 def _load(bundle: BundleInput, trusted: TrustedKeys, now: datetime | None,
@@ -243,7 +253,7 @@ def _load(bundle: BundleInput, trusted: TrustedKeys, now: datetime | None,
     verified = verify_bundle(bundle_source(bundle), trusted,
                              now=now or datetime.now(UTC), min_version=min_version)
     assigner = load_assigner(verified, backend)
-    return _Loaded.of(verified.manifest, assigner, verified.key_id)
+    return _Loaded.of(verified.view, assigner, verified.key_id)
 
 
 _NOT_MAPPINGS = (np.ndarray, list, tuple)  # the usual inputs: skip the slower ABC check

@@ -27,10 +27,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edgepersona.sdk.errors import InputError, ModelIntegrityError
-from edgepersona.sdk.protocol.manifest import AssignerParams
 
 if TYPE_CHECKING:
     from edgepersona.sdk.protocol.bundle import VerifiedBundle
+    from edgepersona.sdk.protocol.manifest import AssignerParams
+    from edgepersona.sdk.protocol.manifest_view import AssignerView
 
 __all__ = [
     "INPUT_NAME",
@@ -70,7 +71,7 @@ class Assigner(Protocol):
         ...
 
 
-def model_space(params: AssignerParams, rows: F64) -> F64:
+def model_space(params: AssignerParams | AssignerView, rows: F64) -> F64:
     """Rows clipped to the bounds and transformed: what a device contributes when it syncs.
 
     Bounded by ``transform(lower)..transform(upper)`` per feature, so the
@@ -89,7 +90,7 @@ def model_space(params: AssignerParams, rows: F64) -> F64:
     return out
 
 
-def numpy_assign(params: AssignerParams, rows: F64) -> tuple[I64, F64, F64]:
+def numpy_assign(params: AssignerParams | AssignerView, rows: F64) -> tuple[I64, F64, F64]:
     """The reference maths in float64 (the trainer's predict and the device fallback).
 
     Args:
@@ -122,7 +123,7 @@ class NumpyAssigner:
 
     backend = "numpy"
 
-    def __init__(self, params: AssignerParams) -> None:
+    def __init__(self, params: AssignerParams | AssignerView) -> None:
         self._params = params
         self._lower, self._upper = np.asarray(params.lower), np.asarray(params.upper)
         mask = np.asarray(params.log1p, dtype=bool)
@@ -275,7 +276,7 @@ class OnnxAssigner:
 
     backend = "onnxruntime"
 
-    def __init__(self, model_bytes: bytes, params: AssignerParams) -> None:
+    def __init__(self, model_bytes: bytes, params: AssignerParams | AssignerView) -> None:
         """Create the session and check the graph matches the manifest.
 
         Args:
@@ -378,7 +379,7 @@ def load_assigner(verified: VerifiedBundle, backend: str = "auto") -> Assigner:
         InputError: an unknown backend, or ``onnxruntime`` asked for but not installed.
         ModelIntegrityError: the graph does not load or does not match the manifest.
     """
-    manifest = verified.manifest
+    manifest = verified.view
     if backend not in ("auto", "onnxruntime", "numpy", "fastest"):
         raise InputError(
             f"backend must be 'auto', 'onnxruntime', 'numpy' or 'fastest', got {backend!r}")
@@ -397,7 +398,8 @@ def load_assigner(verified: VerifiedBundle, backend: str = "auto") -> Assigner:
         if backend == "fastest" else graph
 
 
-def _faster(graph: Assigner, numpy: Assigner, params: AssignerParams, rounds: int = 64) -> Assigner:
+def _faster(graph: Assigner, numpy: Assigner, params: AssignerParams | AssignerView,
+            rounds: int = 64) -> Assigner:
     """Of two verified assigners that agree, the one with the lower median time per row."""
     lower, upper = np.asarray(params.lower), np.asarray(params.upper)
     rows = [lower + (upper - lower) * f for f in np.linspace(0.0, 1.0, 8)]

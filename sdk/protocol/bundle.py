@@ -29,12 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from edgepersona.sdk.errors import BundleExpiredError, InputError, ModelIntegrityError, RollbackError
-from edgepersona.sdk.protocol.manifest import Manifest, parse_manifest
+from edgepersona.sdk.protocol.manifest_read import parse_manifest_view
+from edgepersona.sdk.protocol.manifest_view import ManifestView
 from edgepersona.sdk.protocol.signing import MANIFEST_CONTEXT, SignatureFile
 from edgepersona.sdk.protocol.trust import TrustedKeys
+
+if TYPE_CHECKING:
+    from edgepersona.sdk.protocol.manifest import Manifest
 
 __all__ = [
     "MANIFEST_NAME",
@@ -279,11 +283,22 @@ def bundle_source(bundle: str | os.PathLike[str] | bytes | Mapping[str, bytes]) 
 
 @dataclass(frozen=True)
 class VerifiedBundle:
-    """A bundle whose signature, expiry, version and every file hash checked out."""
+    """A bundle whose signature, expiry, version and every file hash checked out.
 
-    manifest: Manifest
+    Attributes:
+        view: the manifest as the device reads it (no pydantic).
+        files: name → verified bytes of every declared file.
+        key_id: the id of the trusted key that signed the manifest.
+    """
+
+    view: ManifestView
     files: Mapping[str, bytes]
     key_id: str
+
+    @property
+    def manifest(self) -> Manifest:
+        """The full manifest (the pydantic models, built on first use)."""
+        return self.view.model()
 
     @property
     def model_bytes(self) -> bytes:
@@ -317,7 +332,7 @@ def verify_bundle(source: BundleSource, trusted: TrustedKeys, *, now: datetime,
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ModelIntegrityError(f"bundle manifest is larger than {MAX_MANIFEST_BYTES} bytes")
     trusted.verify(MANIFEST_CONTEXT, raw, signature)
-    manifest = parse_manifest(raw)
+    manifest = parse_manifest_view(raw)
     _check_file_set(manifest, source.names())
     files = {name: _read_checked(source, name, entry.size, entry.sha256)
              for name, entry in manifest.files.items()}
@@ -325,7 +340,7 @@ def verify_bundle(source: BundleSource, trusted: TrustedKeys, *, now: datetime,
     return VerifiedBundle(manifest, files, signature.key_id)
 
 
-def _check_freshness(manifest: Manifest, *, now: datetime, min_version: int) -> None:
+def _check_freshness(manifest: ManifestView, *, now: datetime, min_version: int) -> None:
     """Refuse expired manifests and versions below the trusted one."""
     if now.tzinfo is None:
         raise InputError("`now` must be timezone-aware, e.g. datetime.now(UTC)")
@@ -339,7 +354,7 @@ def _check_freshness(manifest: Manifest, *, now: datetime, min_version: int) -> 
             " the oldest version this device accepts; refusing to roll back")
 
 
-def _check_file_set(manifest: Manifest, present: frozenset[str]) -> None:
+def _check_file_set(manifest: ManifestView, present: frozenset[str]) -> None:
     """The bundle holds exactly the declared files plus manifest and signature."""
     if MODEL_NAME not in manifest.files:
         raise ModelIntegrityError(f"bundle manifest does not declare {MODEL_NAME}")

@@ -50,7 +50,7 @@ import math
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +65,10 @@ from edgepersona.sdk.protocol.event_rules import (
     distinct_key,
     numeric_property,
 )
-from edgepersona.sdk.protocol.spec import SECONDS_PER_DAY, Feature, FeatureSpec
+
+if TYPE_CHECKING:
+    from edgepersona.sdk.protocol.manifest_view import FeatureView, SpecView
+    from edgepersona.sdk.protocol.spec import Feature, FeatureSpec
 
 __all__ = [
     "MAX_MAGNITUDE",
@@ -81,6 +84,7 @@ __all__ = [
 ]
 
 _LN2: Final = math.log(2.0)
+_SECONDS_PER_DAY: Final = 86_400.0  # seconds: spec.SECONDS_PER_DAY, not imported (spec.py needs pydantic)
 
 
 # Distinct features that have seen nothing share this map until their first value, so a
@@ -90,7 +94,7 @@ _NO_VALUES: Final[dict[str | int, float]] = {}
 
 def decay_rate(half_life_days: float) -> float:
     """Per-second decay rate of a half-life; 0 for no decay (``inf``)."""
-    return 0.0 if math.isinf(half_life_days) else _LN2 / (half_life_days * SECONDS_PER_DAY)
+    return 0.0 if math.isinf(half_life_days) else _LN2 / (half_life_days * _SECONDS_PER_DAY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,7 @@ class FoldPlan:
     component of each distinct feature) are derived from the remembered values.
     """
 
-    spec: FeatureSpec
+    spec: FeatureSpec | SpecView
     rates: tuple[float, ...]
     mixes: tuple[float, ...]
     slots: tuple[_Slot, ...]
@@ -130,11 +134,11 @@ class FoldPlan:
     simple_means: tuple[tuple[int, int, int], ...] = ()  # (feature, sum, count) of one component
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec) -> FoldPlan:
+    def from_spec(cls, spec: FeatureSpec | SpecView) -> FoldPlan:
         """Compile a spec.
 
         Args:
-            spec: the feature spec.
+            spec: the feature spec (the pydantic model, or the device's light view of it).
 
         Returns:
             The plan.
@@ -142,7 +146,7 @@ class FoldPlan:
         rates: list[float] = []
         mixes: list[float] = []
 
-        def new_accumulators(feature: Feature) -> tuple[int, ...]:
+        def new_accumulators(feature: Feature | FeatureView) -> tuple[int, ...]:
             start = len(rates)
             for mix, half_life in feature.window.components():
                 rates.append(decay_rate(half_life))
@@ -169,7 +173,7 @@ class FoldPlan:
         return cls._assemble(spec, rates, mixes, slots, n_distinct, persisted, tuple(derived))
 
     @classmethod
-    def _assemble(cls, spec: FeatureSpec, rates: list[float], mixes: list[float],
+    def _assemble(cls, spec: FeatureSpec | SpecView, rates: list[float], mixes: list[float],
                   slots: list[_Slot], n_distinct: int, persisted: int,
                   derived: tuple[tuple[int, ...], ...]) -> FoldPlan:
         """Index the slots by event and build the evaluation matrix."""
@@ -199,7 +203,11 @@ class FoldPlan:
 
     @property
     def spec_id(self) -> str:
-        """A short digest of the spec: folded state is only valid under the same spec."""
+        """A short digest of the spec: folded state is only valid under the same spec.
+
+        The digest is of ``FeatureSpec.model_dump_json()``; a light
+        :class:`~edgepersona.sdk.protocol.manifest_view.SpecView` writes the same text.
+        """
         return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:16]
 
     def new_state(self) -> FoldState:
@@ -323,7 +331,7 @@ class FoldState:
             prop = slot.property
             if slot.distinct >= 0:
                 if slot.aggregate == "active_days":
-                    self._remember(slot.distinct, int(at // SECONDS_PER_DAY), at)
+                    self._remember(slot.distinct, int(at // _SECONDS_PER_DAY), at)
                 elif prop is not None and props.get(prop) is not None:
                     self._remember(slot.distinct, distinct_key(props[prop]), at)
                 continue
@@ -430,7 +438,7 @@ class FoldState:
         out: npt.NDArray[np.float64] = plan.linear @ decayed
         for feature, never in plan.recencies:
             last = self.last[feature]
-            out[feature] = never if last == -math.inf else (at - last) / SECONDS_PER_DAY
+            out[feature] = never if last == -math.inf else (at - last) / _SECONDS_PER_DAY
         values = self.values
         for feature, total, count in plan.simple_means:
             # Sum and count share one anchor, so the decay cancels: exact even when

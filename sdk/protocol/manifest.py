@@ -1,5 +1,10 @@
 """The bundle manifest: what a signed model bundle declares about itself.
 
+These pydantic models are the reference reading, used by the trainer that
+writes manifests and by apps that ask for the full manifest; the device's
+open → verify → assign path reads the same bytes without pydantic
+(:mod:`edgepersona.sdk.protocol.manifest_read`), with the same acceptance.
+
 The manifest is signed byte for byte (see :mod:`edgepersona.sdk.protocol.bundle`); its
 JSON is written canonically (sorted keys, no spaces) so the same content
 always gives the same bytes.
@@ -7,7 +12,6 @@ always gives the same bytes.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Annotated, Literal
 
@@ -23,6 +27,7 @@ from pydantic import (
 )
 
 from edgepersona.sdk.errors import SchemaError
+from edgepersona.sdk.protocol.manifest_view import canonical_json
 from edgepersona.sdk.protocol.spec import FeatureSpec, describe_validation_error, omit_empty
 
 __all__ = [
@@ -254,19 +259,6 @@ class Manifest(BaseModel):
             The persona card.
         """
         return self.personas[index]
-
-
-def canonical_json(data: object) -> bytes:
-    """Canonical JSON bytes: sorted keys, no whitespace, ASCII only.
-
-    Args:
-        data: JSON-serialisable data.
-
-    Returns:
-        The bytes that get signed.
-    """
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
 
 
 def parse_manifest(raw: bytes) -> Manifest:

@@ -59,7 +59,7 @@ from edgepersona.sdk.errors import (
     InputError,
     ModelIntegrityError,
 )
-from edgepersona.sdk.protocol.manifest import canonical_json
+from edgepersona.sdk.protocol.manifest_view import canonical_json
 from edgepersona.sdk.protocol.signing import SignatureFile, key_id, sign
 
 __all__ = [

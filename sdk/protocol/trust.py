@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -31,14 +31,11 @@ from edgepersona.sdk.errors import (
     StoreCorruptError,
     UntrustedKeyError,
 )
-from edgepersona.sdk.protocol.manifest import canonical_json
-from edgepersona.sdk.protocol.rotation import (
-    RotationStatement,
-    parse_statement_payload,
-    read_statement,
-    verify_statement_signature,
-)
+from edgepersona.sdk.protocol.manifest_view import canonical_json
 from edgepersona.sdk.protocol.signing import SignatureFile, key_id, load_public_key, read_public_keys
+
+if TYPE_CHECKING:
+    from edgepersona.sdk.protocol.rotation import RotationStatement
 
 __all__ = ["KeySource", "TrustedKeys", "apply_rotation", "dump_trust", "load_trust"]
 
@@ -186,6 +183,13 @@ def apply_rotation(trusted: TrustedKeys, statement: bytes, *, now: datetime) -> 
     """
     if now.tzinfo is None:
         raise InputError("`now` must be timezone-aware, e.g. datetime.now(UTC)")
+    # Rotation statements are rare and pydantic-backed: a device that opens a bundle never loads them.
+    from edgepersona.sdk.protocol.rotation import (
+        parse_statement_payload,
+        read_statement,
+        verify_statement_signature,
+    )
+
     payload, signatures = read_statement(statement)
     signers = _trusted_signers(trusted, signatures)
     for signer in signers:
@@ -235,6 +239,8 @@ def _new_key(trusted: TrustedKeys, parsed: RotationStatement, payload: bytes,
         raise ModelIntegrityError(f"key rotation statement is also signed by unrelated keys"
                                   f" {', '.join(strangers)}")
     if new_id in signatures and new_id not in trusted.ids:  # a trusted one was verified already
+        from edgepersona.sdk.protocol.rotation import verify_statement_signature
+
         verify_statement_signature(new_key, payload, signatures[new_id])
     return new_key
 
