@@ -54,6 +54,26 @@ def test_opening_a_bundle_and_assigning_pulls_in_nothing_heavy(
     assert heavy_modules_after(code, tmp_path) == []
 
 
+def test_opening_a_bundle_and_assigning_does_not_import_pydantic(
+        tmp_path: Path, bundle_dir: Path, public_key: bytes) -> None:
+    # The device reads the verified manifest with json alone; the pydantic models are
+    # built only when the app asks for the full manifest (which proves the check can fail).
+    code = f"""
+        import json, sys
+        from edgepersona.sdk import PersonaRuntime
+        runtime = PersonaRuntime.open({str(bundle_dir)!r}, trusted_keys=[{public_key!r}])
+        runtime.assign([1.0] * len(runtime.fold_plan.spec.features))
+        before = sorted(m for m in sys.modules if m.split(".")[0] in ("pydantic", "pydantic_core"))
+        lazy = sorted(m for m in sys.modules if m.rsplit(".", 1)[-1] in ("rotation", "sqlite3"))
+        runtime.manifest.model_dump_json()
+        print(json.dumps([before, lazy, "pydantic" in sys.modules]))
+        """
+    before, lazy, after = run_python(code, tmp_path)
+    assert before == []
+    assert lazy == []
+    assert after
+
+
 def test_the_check_itself_sees_heavy_modules(tmp_path: Path) -> None:
     # Guards the two tests above against passing vacuously, and shows that
     # onnxruntime (allowed) is not mistaken for onnx (not allowed).
