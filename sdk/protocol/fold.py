@@ -155,7 +155,8 @@ class FoldPlan:
 
         slots: list[_Slot] = []
         n_distinct = 0
-        for index, feature in enumerate(spec.features):
+        features: tuple[Feature | FeatureView, ...] = spec.features
+        for index, feature in enumerate(features):
             agg = feature.aggregate
             sums = new_accumulators(feature) if agg in ("sum", "mean") else ()
             counts = new_accumulators(feature) if agg in ("count", "mean") else ()
