@@ -9,7 +9,9 @@ reports its phase times and its peak RSS (``VmHWM``) just before exiting. The
 two kinds alternate so load changes hit both.
 
 Also records ``python -X importtime -c "import edgepersona.sdk"``: the total
-and what dominates it (reported only; imports are not restructured here).
+and what dominates it. The package root loads lazily, so this is the floor;
+the ``sdk`` child's import phase is what opening and assigning pull in (no
+pydantic: the device reads the verified manifest with ``json``).
 """
 
 from __future__ import annotations

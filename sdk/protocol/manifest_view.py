@@ -180,6 +180,8 @@ class ManifestView:
         personas: id, index and name of every persona, in index order.
         assigner: the assigner parameters.
         files: name → digest and size of every other bundle file.
+        loader: builds the full manifest from ``raw`` (the pydantic models).
+        model_cache: the full manifest once built (empty until then).
     """
 
     raw: bytes = field(repr=False)
@@ -201,6 +203,11 @@ class ManifestView:
 
         Returns:
             The manifest the same bytes parse to.
+
+        Raises:
+            SchemaError: never for a view from
+                :func:`~edgepersona.sdk.protocol.manifest_read.parse_manifest_view`, which
+                accepts only what the models accept.
         """
         with self._lock:
             if not self.model_cache:
