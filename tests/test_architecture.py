@@ -96,6 +96,31 @@ def test_arrows_that_must_never_exist(top: str, forbidden: tuple[str, ...]) -> N
     assert bad == []
 
 
+# The trainer's parts and the parts each may import (ARCHITECTURE.md); `cli` may import all.
+TRAINER_ARROWS = {
+    "data": {"engines", "errors"},
+    "engines": {"errors"},
+    "privacy": {"data", "engines", "errors"},
+    "release": {"collector", "data", "engines", "errors", "privacy"},
+    "collector": {"errors"},
+    "report": {"errors", "privacy", "release"},
+}
+
+
+def test_the_trainer_parts_import_only_what_architecture_allows() -> None:
+    bad = []
+    for path in sorted((ROOT / "trainer").rglob("*.py")):
+        parts = path.relative_to(ROOT / "trainer").parts
+        if len(parts) < 2 or parts[0] not in TRAINER_ARROWS:
+            continue
+        for line, module, _ in _imports(path):
+            if module.startswith("edgepersona.trainer."):
+                target = module.split(".")[2]
+                if target != parts[0] and target not in TRAINER_ARROWS[parts[0]]:
+                    bad.append(f"trainer/{'/'.join(parts)}:{line} imports {module}")
+    assert bad == []
+
+
 def test_no_package_file_is_over_500_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for top in PACKAGES for p in (ROOT / top).rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
