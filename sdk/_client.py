@@ -343,9 +343,9 @@ class PersonaClient:
         with self._lock:
             state = self._cached(subject)
             row = state.evaluate(max(when, state.latest))
-        manifest = self._runtime.manifest
+        assigner = self._runtime._loaded.view.assigner  # the light view: no pydantic on this path
         result = self._runtime.assign(row)
-        features = model_space(manifest.assigner, row[None, :])[0]
+        features = model_space(assigner, row[None, :])[0]
         return _Snapshot(self.pseudonym(subject=subject, domain="sync", at=when), when,
                          result.model_version, result.index, tuple(features.tolist()))
 

@@ -74,6 +74,29 @@ def test_opening_a_bundle_and_assigning_does_not_import_pydantic(
     assert after
 
 
+def test_tracking_assigning_and_contributing_do_not_import_pydantic(
+        tmp_path: Path, bundle_dir: Path, public_key: bytes) -> None:
+    # The app's whole device loop (client, track, assign, seal a contribution) stays on
+    # the light manifest reading too: pydantic would cost a first contribution ~100 ms.
+    code = f"""
+        import json, sys
+        from pathlib import Path
+        from edgepersona.sdk import MemoryKeyProvider, PersonaClient, Sealer, SyncAgent, MemoryTransport
+        from edgepersona.sdk.protocol import generate_collector_keypair
+        private, public = generate_collector_keypair()
+        client = PersonaClient.open({str(bundle_dir)!r}, store={str(tmp_path / "app.db")!r},
+                                    key_provider=MemoryKeyProvider(b"k" * 32),
+                                    trusted_keys=[{public_key!r}])
+        client.track("purchase", 10.0, subject="ann")
+        client.assign(subject="ann")
+        agent = SyncAgent(client, Sealer(public, app_id="app"),
+                          MemoryTransport(lambda body: b"{{}}", lambda version: b""))
+        agent.contribute(subject="ann")
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("pydantic", "pydantic_core"))))
+        """
+    assert run_python(code, tmp_path) == []
+
+
 def test_the_check_itself_sees_heavy_modules(tmp_path: Path) -> None:
     # Guards the two tests above against passing vacuously, and shows that
     # onnxruntime (allowed) is not mistaken for onnx (not allowed).
