@@ -8,6 +8,7 @@ so the trainer tests run with one thread to stay fast.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -54,3 +55,18 @@ def wholesale_csv() -> Path:
     if not fallback.is_file():
         pytest.fail("wholesale customers data is neither packaged nor in shared/data")
     return fallback
+
+
+@pytest.fixture(params=["file", "sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A budget ledger location of each kind: a file, SQLite, PostgreSQL (skips without a server)."""
+    if request.param == "file":
+        yield str(tmp_path / "budget.ledger")
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'budget.db'}"
+    else:
+        sys.path.append(str(Path(__file__).resolve().parents[1] / "collector"))
+        from postgres_testkit import fresh_schema
+
+        with fresh_schema() as url:
+            yield url

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +31,6 @@ from postgres_testkit import fresh_schema, run_sql
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 DELTA = 1e-6
 
-
-@pytest.fixture(params=["file", "sqlite", "postgres"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A ledger location of each kind."""
-    if request.param == "file":
-        yield str(tmp_path / "budget.ledger")
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'budget.db'}"
-    else:
-        with fresh_schema() as url:
-            yield url
 
 
 def raw_sql(where: str, statement: str) -> None:

@@ -8,8 +8,6 @@ collector database and real ledgers (a file, SQLite, and PostgreSQL when
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +24,10 @@ from edgepersona.trainer.privacy.ledger import PrivacyLedger
 from edgepersona.trainer.release.export import write_bundle
 from edgepersona.trainer.release.train import TrainOptions, TrainResult, train_bundle
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "collector"))
-from postgres_testkit import fresh_schema
-
 F64 = npt.NDArray[np.float64]
 DAY = 20_000
 DELTA = 1e-6
 
-
-@pytest.fixture(params=["file", "sqlite", "postgres"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A ledger of each kind."""
-    if request.param == "file":
-        yield str(tmp_path / "budget.ledger")
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'budget.db'}"
-    else:
-        with fresh_schema() as url:
-            yield url
 
 
 class Line:

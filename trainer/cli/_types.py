@@ -73,6 +73,7 @@ positive_float = _float_type("a number > 0", lambda v: v > 0)
 fraction = _float_type("a number in [0, 1)", lambda v: 0 <= v < 1)
 probability = _float_type("a number in (0, 1)", lambda v: 0 < v < 1)
 days = _float_type(f"days in (0, {_MAX_DAYS}]", lambda v: 0 < v <= _MAX_DAYS)
+port = _int_type("a port in 0-65535", lambda v: 0 <= v <= 65_535)  # 0: any free port
 
 
 
@@ -176,24 +177,6 @@ def moment(text: str) -> float:
         value = None
     if value is None:
         raise argparse.ArgumentTypeError(f"expected ISO 8601 or unix seconds, got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    """An argparse type: a TCP port, 0-65535 (0: any free port).
-
-    Args:
-        text: the option's value.
-
-    Returns:
-        The port.
-
-    Raises:
-        argparse.ArgumentTypeError: it is out of range.
-    """
-    value = int(_number(text, int, "a port in 0-65535"))
-    if not 0 <= value <= 65_535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0-65535, got {text!r}")
     return value
 
 
